@@ -1,0 +1,228 @@
+//! Jobs, their requirements and states, machines and what they offer.
+
+use super::ids::{JobId, MachineId, ModelSet, Token};
+use super::labels::Labels;
+use super::time::{Span, Time};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const DEFAULT_PRIORITY: u8 = 50;
+pub const MAX_PRIORITY: u8 = 100;
+
+/// What a job needs of a machine. Two jobs with equal requirements are of one class.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Requirements {
+    /// GPUs, all on one machine. Zero for a CPU-only job.
+    pub gpus: u32,
+    /// Memory each of those GPUs must have free, in GB.
+    pub gpu_mem_gb: u32,
+    /// GPU models allowed, sorted; empty allows any.
+    pub gpu_models: Vec<String>,
+    /// Catalog models the job loads; a machine without one downloads it first.
+    pub models: ModelSet,
+    /// Scratch disk, in GB, besides the models.
+    pub disk_gb: u32,
+    /// Labels the machine must match (see `labels::label_met`).
+    pub labels: Labels,
+    /// Labels the machine must not match.
+    pub not_labels: Labels,
+}
+
+/// A job as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Which executor runs it ("sleep", "command", "gpu", ...).
+    pub kind: String,
+    /// Opaque to the scheduler, bounded by `Limits::max_payload_bytes`.
+    pub payload: String,
+    /// 0 to 100, higher first.
+    pub priority: u8,
+    pub requirements: Arc<Requirements>,
+    /// Attempts allowed in all, including the first; zero means the engine default.
+    pub max_attempts: u32,
+    /// How long one attempt may run; zero means the engine default.
+    pub timeout: Span,
+    /// A resubmission with the same key returns the first job's id.
+    pub idempotency_key: Option<String>,
+}
+
+impl JobSpec {
+    /// A job of `kind` with every other field at its default.
+    pub fn new(kind: impl Into<String>, requirements: Arc<Requirements>) -> JobSpec {
+        JobSpec {
+            kind: kind.into(),
+            payload: String::new(),
+            priority: DEFAULT_PRIORITY,
+            requirements,
+            max_attempts: 0,
+            timeout: Span::ZERO,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// Where a job stands. The last five are terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Delayed { until: Time },
+    Leased { machine: MachineId, token: Token, deadline: Time },
+    Succeeded,
+    /// Attempts exhausted, or a failure that must not be retried.
+    Dead,
+    Cancelled,
+    /// The last attempt ran past the job's timeout.
+    TimedOut,
+    /// No machine seen within the unworkable window could ever run it.
+    Unworkable,
+}
+
+/// A job state's name, as the API and reports spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Queued,
+    Delayed,
+    Leased,
+    Succeeded,
+    Dead,
+    Cancelled,
+    TimedOut,
+    Unworkable,
+}
+
+impl JobState {
+    pub fn name(&self) -> StateName {
+        match self {
+            JobState::Queued => StateName::Queued,
+            JobState::Delayed { .. } => StateName::Delayed,
+            JobState::Leased { .. } => StateName::Leased,
+            JobState::Succeeded => StateName::Succeeded,
+            JobState::Dead => StateName::Dead,
+            JobState::Cancelled => StateName::Cancelled,
+            JobState::TimedOut => StateName::TimedOut,
+            JobState::Unworkable => StateName::Unworkable,
+        }
+    }
+}
+
+impl StateName {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StateName::Succeeded
+                | StateName::Dead
+                | StateName::Cancelled
+                | StateName::TimedOut
+                | StateName::Unworkable
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Queued => "queued",
+            StateName::Delayed => "delayed",
+            StateName::Leased => "leased",
+            StateName::Succeeded => "succeeded",
+            StateName::Dead => "dead",
+            StateName::Cancelled => "cancelled",
+            StateName::TimedOut => "timed_out",
+            StateName::Unworkable => "unworkable",
+        }
+    }
+}
+
+/// A machine as it registers. GPUs on one machine are alike, as on every cloud instance type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineSpec {
+    /// Unique name (hostname, instance id); registering the same name again is the same machine.
+    pub name: String,
+    pub pool: String,
+    pub gpus: u32,
+    pub gpu_model: String,
+    pub gpu_mem_gb: u32,
+    pub disk_gb: u32,
+    pub labels: Labels,
+    pub cost_per_hour: f64,
+}
+
+/// The part of a machine that matching looks at; machines with equal profiles are
+/// interchangeable, so the store judges fit once per (class, profile).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Profile {
+    pub gpus: u32,
+    pub gpu_model: String,
+    pub gpu_mem_gb: u32,
+    pub disk_gb: u32,
+    pub labels: Labels,
+}
+
+impl MachineSpec {
+    pub fn profile(&self) -> Profile {
+        Profile {
+            gpus: self.gpus,
+            gpu_model: self.gpu_model.clone(),
+            gpu_mem_gb: self.gpu_mem_gb,
+            disk_gb: self.disk_gb,
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// What a machine can take on right now, sent with every claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub free_gpus: u32,
+    /// GPU memory free on each free GPU, as measured (another process may hold some).
+    pub gpu_mem_gb: u32,
+    /// Disk not held by running jobs; cached models not in use count as free (evictable).
+    pub free_disk_gb: u32,
+    pub cached: ModelSet,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The job's own error. `retryable: false` sends it to `dead` at once.
+    Error { retryable: bool, message: String },
+    /// The GPU ran out of memory; the job needed at least `needed_gb` per GPU. The retry
+    /// asks for that much, so it only goes where it fits.
+    GpuOom { needed_gb: u32 },
+    /// The machine's disk could not hold the job's models and scratch space.
+    DiskFull,
+    /// The agent stopped the attempt at the job's timeout.
+    TimedOut,
+}
+
+/// How an attempt ended, as reported by the agent that ran it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Succeeded,
+    Failed(Failure),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(Failure::Error { .. }) => "error",
+            Outcome::Failed(Failure::GpuOom { .. }) => "gpu_oom",
+            Outcome::Failed(Failure::DiskFull) => "disk_full",
+            Outcome::Failed(Failure::TimedOut) => "timed_out",
+        }
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub state: StateName,
+    pub attempt: u32,
+    pub machine: Option<MachineId>,
+    pub submitted_at: Time,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub error: Option<String>,
+    pub spec: Arc<JobSpec>,
+}
