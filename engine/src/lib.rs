@@ -1,1 +1,6 @@
+//! Drover's engine: the pure core, the store interface and its stores, the machine agent and
+//! reaper state machines, and the invariant checker.
+
+pub mod check;
 pub mod core;
+pub mod store;

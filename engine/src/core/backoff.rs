@@ -9,7 +9,10 @@ use super::time::Span;
 /// capped at `max`, then "equal jitter": half of it fixed, half drawn from `random`.
 pub fn delay(base: Span, max: Span, attempt: u32, random: u64) -> Span {
     let doublings = attempt.saturating_sub(1).min(40);
-    let full = base.as_micros().saturating_mul(1u64 << doublings).min(max.as_micros());
+    let full = base
+        .as_micros()
+        .saturating_mul(1u64 << doublings)
+        .min(max.as_micros());
     let half = full / 2;
     Span::from_micros(half + random % (full - half + 1))
 }
@@ -35,7 +38,11 @@ mod tests {
             let full = (1u64 << (attempt - 1)).min(60) * 1_000_000;
             for random in [0, 1, 12345, u64::MAX] {
                 let d = delay(base, max, attempt, random).as_micros();
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d} outside [{}, {full}]", full / 2);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d} outside [{}, {full}]",
+                    full / 2
+                );
             }
         }
     }
@@ -51,6 +58,9 @@ mod tests {
 
     #[test]
     fn huge_attempts_do_not_overflow() {
-        assert_eq!(delay(Span::from_secs(1), Span::from_secs(10), u32::MAX, 0), Span::from_secs(5));
+        assert_eq!(
+            delay(Span::from_secs(1), Span::from_secs(10), u32::MAX, 0),
+            Span::from_secs(5)
+        );
     }
 }

@@ -23,7 +23,10 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Span) -> Breaker {
-        assert!(threshold > 0, "a breaker that opens on zero failures never closes");
+        assert!(
+            threshold > 0,
+            "a breaker that opens on zero failures never closes"
+        );
         Breaker {
             threshold,
             cooldown,
@@ -64,12 +67,16 @@ impl Breaker {
     pub fn on_failure(&mut self, now: Time) {
         self.state = match self.state {
             BreakerState::Closed { failures } if failures + 1 < self.threshold => {
-                BreakerState::Closed { failures: failures + 1 }
+                BreakerState::Closed {
+                    failures: failures + 1,
+                }
             }
             BreakerState::Open { until } => BreakerState::Open { until },
             _ => {
                 self.opened += 1;
-                BreakerState::Open { until: now.plus(self.cooldown) }
+                BreakerState::Open {
+                    until: now.plus(self.cooldown),
+                }
             }
         };
     }
@@ -87,12 +94,20 @@ mod tests {
         b.on_failure(t0);
         assert!(b.allow(t0), "two failures of three keep it closed");
         b.on_failure(t0);
-        assert_eq!(b.state(), BreakerState::Open { until: t0.plus(Span::from_secs(5)) });
+        assert_eq!(
+            b.state(),
+            BreakerState::Open {
+                until: t0.plus(Span::from_secs(5))
+            }
+        );
         assert!(!b.allow(t0.plus(Span::from_secs(4))));
         assert!(b.allow(t0.plus(Span::from_secs(5))));
         assert_eq!(b.state(), BreakerState::HalfOpen);
         b.on_failure(t0.plus(Span::from_secs(5)));
-        assert!(matches!(b.state(), BreakerState::Open { .. }), "a failed probe reopens");
+        assert!(
+            matches!(b.state(), BreakerState::Open { .. }),
+            "a failed probe reopens"
+        );
         assert_eq!(b.opened, 2);
         assert!(b.allow(t0.plus(Span::from_secs(10))));
         b.on_success();

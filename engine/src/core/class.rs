@@ -13,14 +13,19 @@ use std::sync::Arc;
 /// Whether a machine of `profile`, empty, could run the class at all.
 pub fn profile_allows(req: &Requirements, profile: &Profile, config: &EngineConfig) -> bool {
     let gpu_model_ok = req.gpu_models.is_empty() || req.gpu_models.contains(&profile.gpu_model);
-    let gpus_ok = req.gpus <= profile.gpus && (req.gpus == 0 || req.gpu_mem_gb <= profile.gpu_mem_gb);
+    let gpus_ok =
+        req.gpus <= profile.gpus && (req.gpus == 0 || req.gpu_mem_gb <= profile.gpu_mem_gb);
     let disk_ok = req.disk_gb.saturating_add(config.download_gb(req.models)) <= profile.disk_gb;
-    gpu_model_ok && gpus_ok && disk_ok && labels_match(&req.labels, &req.not_labels, &profile.labels)
+    gpu_model_ok
+        && gpus_ok
+        && disk_ok
+        && labels_match(&req.labels, &req.not_labels, &profile.labels)
 }
 
 /// Whether an offer's free resources hold the class now (the profile already allows it).
 pub fn offer_fits(req: &Requirements, offer: &Offer, config: &EngineConfig) -> bool {
-    let gpus_ok = req.gpus <= offer.free_gpus && (req.gpus == 0 || req.gpu_mem_gb <= offer.gpu_mem_gb);
+    let gpus_ok =
+        req.gpus <= offer.free_gpus && (req.gpus == 0 || req.gpu_mem_gb <= offer.gpu_mem_gb);
     let download = config.download_gb(req.models.minus(offer.cached));
     gpus_ok && req.disk_gb.saturating_add(download) <= offer.free_disk_gb
 }
@@ -45,12 +50,19 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidJob {
 pub fn validate_spec(mut spec: JobSpec, config: &EngineConfig) -> Result<JobSpec, InvalidJob> {
     let limits = &config.limits;
     if spec.kind.is_empty() || spec.kind.len() > limits.max_kind_bytes as usize {
-        return Err(invalid("kind", format!("must be 1 to {} bytes", limits.max_kind_bytes)));
+        return Err(invalid(
+            "kind",
+            format!("must be 1 to {} bytes", limits.max_kind_bytes),
+        ));
     }
     if spec.payload.len() > limits.max_payload_bytes as usize {
         return Err(invalid(
             "payload",
-            format!("is {} bytes; the limit is {}", spec.payload.len(), limits.max_payload_bytes),
+            format!(
+                "is {} bytes; the limit is {}",
+                spec.payload.len(),
+                limits.max_payload_bytes
+            ),
         ));
     }
     if spec.priority > MAX_PRIORITY {
@@ -60,13 +72,19 @@ pub fn validate_spec(mut spec: JobSpec, config: &EngineConfig) -> Result<JobSpec
         spec.max_attempts = config.max_attempts;
     }
     if spec.max_attempts > limits.max_attempts {
-        return Err(invalid("max_attempts", format!("must be at most {}", limits.max_attempts)));
+        return Err(invalid(
+            "max_attempts",
+            format!("must be at most {}", limits.max_attempts),
+        ));
     }
     if spec.timeout == Span::ZERO {
         spec.timeout = config.default_timeout;
     }
     if spec.timeout > limits.max_timeout {
-        return Err(invalid("timeout", format!("must be at most {}", limits.max_timeout)));
+        return Err(invalid(
+            "timeout",
+            format!("must be at most {}", limits.max_timeout),
+        ));
     }
     if let Some(key) = &spec.idempotency_key {
         if key.is_empty() || key.len() > limits.max_idempotency_key_bytes as usize {
@@ -90,22 +108,60 @@ fn canonical_requirements(
 ) -> Result<Option<Requirements>, InvalidJob> {
     let limits = &config.limits;
     if req.gpus > limits.max_gpus {
-        return Err(invalid("requirements.gpus", format!("must be at most {}", limits.max_gpus)));
+        return Err(invalid(
+            "requirements.gpus",
+            format!("must be at most {}", limits.max_gpus),
+        ));
     }
     if req.labels.len() + req.not_labels.len() > limits.max_labels as usize {
-        return Err(invalid("requirements.labels", format!("at most {} labels", limits.max_labels)));
+        return Err(invalid(
+            "requirements.labels",
+            format!("at most {} labels", limits.max_labels),
+        ));
     }
-    if let Some(unknown) = req.models.iter().find(|m| m.0 as usize >= config.models.len()) {
-        return Err(invalid("requirements.models", format!("model #{} is not in the catalog", unknown.0)));
+    if let Some(unknown) = req
+        .models
+        .iter()
+        .find(|m| m.0 as usize >= config.models.len())
+    {
+        return Err(invalid(
+            "requirements.models",
+            format!("model #{} is not in the catalog", unknown.0),
+        ));
+    }
+    if is_canonical(req) {
+        return Ok(None);
     }
     let mut canonical = req.clone();
     canonical.gpu_models.sort();
     canonical.gpu_models.dedup();
-    canonicalize(&mut canonical.labels)
-        .map_err(|key| invalid(format!("requirements.labels.{key}"), "must be a finite number"))?;
-    canonicalize(&mut canonical.not_labels)
-        .map_err(|key| invalid(format!("requirements.not_labels.{key}"), "must be a finite number"))?;
+    canonicalize(&mut canonical.labels).map_err(|key| {
+        invalid(
+            format!("requirements.labels.{key}"),
+            "must be a finite number",
+        )
+    })?;
+    canonicalize(&mut canonical.not_labels).map_err(|key| {
+        invalid(
+            format!("requirements.not_labels.{key}"),
+            "must be a finite number",
+        )
+    })?;
     Ok((canonical != *req).then_some(canonical))
+}
+
+/// Whether lists are sorted without repeats and numbers finite, checked without allocating.
+fn is_canonical(req: &Requirements) -> bool {
+    use super::labels::LabelValue;
+    let strictly_sorted = |items: &[String]| items.windows(2).all(|w| w[0] < w[1]);
+    let labels_ok = |labels: &super::labels::Labels| {
+        labels.values().all(|value| match value {
+            LabelValue::List(items) => strictly_sorted(items),
+            LabelValue::Number(n) => n.is_finite(),
+            _ => true,
+        })
+    };
+    strictly_sorted(&req.gpu_models) && labels_ok(&req.labels) && labels_ok(&req.not_labels)
 }
 
 #[cfg(test)]
@@ -116,7 +172,10 @@ mod tests {
 
     fn config() -> EngineConfig {
         EngineConfig {
-            models: vec![CatalogModel { name: "sdxl".into(), size_gb: 7 }],
+            models: vec![CatalogModel {
+                name: "sdxl".into(),
+                size_gb: 7,
+            }],
             ..EngineConfig::default()
         }
     }
@@ -134,7 +193,11 @@ mod tests {
     #[test]
     fn profile_fit_checks_model_memory_gpus_and_disk() {
         let config = config();
-        let mut req = Requirements { gpus: 2, gpu_mem_gb: 40, ..Default::default() };
+        let mut req = Requirements {
+            gpus: 2,
+            gpu_mem_gb: 40,
+            ..Default::default()
+        };
         assert!(profile_allows(&req, &a100(), &config));
         req.gpu_models = vec!["H100".into()];
         assert!(!profile_allows(&req, &a100(), &config));
@@ -147,7 +210,10 @@ mod tests {
         req.gpus = 1;
         req.disk_gb = 95;
         req.models = ModelSet::EMPTY.with(ModelId(0));
-        assert!(!profile_allows(&req, &a100(), &config), "95 GB scratch + 7 GB model > 100 GB");
+        assert!(
+            !profile_allows(&req, &a100(), &config),
+            "95 GB scratch + 7 GB model > 100 GB"
+        );
     }
 
     #[test]
@@ -160,7 +226,12 @@ mod tests {
             models: ModelSet::EMPTY.with(ModelId(0)),
             ..Default::default()
         };
-        let mut offer = Offer { free_gpus: 1, gpu_mem_gb: 24, free_disk_gb: 12, cached: ModelSet::EMPTY };
+        let mut offer = Offer {
+            free_gpus: 1,
+            gpu_mem_gb: 24,
+            free_disk_gb: 12,
+            cached: ModelSet::EMPTY,
+        };
         assert!(!offer_fits(&req, &offer, &config), "needs 10 + 7 GB");
         offer.cached = req.models;
         assert!(offer_fits(&req, &offer, &config));
@@ -181,12 +252,18 @@ mod tests {
         assert_eq!(validate_spec(big, &config).unwrap_err().field, "payload");
         let mut urgent = spec.clone();
         urgent.priority = 101;
-        assert_eq!(validate_spec(urgent, &config).unwrap_err().field, "priority");
+        assert_eq!(
+            validate_spec(urgent, &config).unwrap_err().field,
+            "priority"
+        );
         let mut unknown_model = spec;
         unknown_model.requirements = Arc::new(Requirements {
             models: ModelSet::EMPTY.with(ModelId(3)),
             ..Default::default()
         });
-        assert_eq!(validate_spec(unknown_model, &config).unwrap_err().field, "requirements.models");
+        assert_eq!(
+            validate_spec(unknown_model, &config).unwrap_err().field,
+            "requirements.models"
+        );
     }
 }

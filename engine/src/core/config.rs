@@ -176,7 +176,10 @@ impl EngineConfig {
             return fail("max_attempts", "must be between 1 and limits.max_attempts");
         }
         if self.default_timeout == Span::ZERO || self.default_timeout > self.limits.max_timeout {
-            return fail("default_timeout", "must be above 0s and at most limits.max_timeout");
+            return fail(
+                "default_timeout",
+                "must be above 0s and at most limits.max_timeout",
+            );
         }
         if self.backoff_max < self.backoff_base {
             return fail("backoff_max", "must be at least backoff_base");

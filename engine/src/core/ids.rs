@@ -43,7 +43,9 @@ impl fmt::Display for MachineId {
 pub const MAX_MODELS: usize = 128;
 
 /// A set of catalog models, as a bit set so that offers stay `Copy`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct ModelSet(pub u128);
 
 impl ModelSet {

@@ -118,13 +118,41 @@ mod tests {
             ("region", LabelValue::Text("eu".into())),
         ]);
         let none = Labels::new();
-        assert!(labels_match(&labels(&[("features", list(&["sm90", "fp8"]))]), &none, &machine));
-        assert!(!labels_match(&labels(&[("features", list(&["sm100"]))]), &none, &machine));
-        assert!(labels_match(&labels(&[("cuda", LabelValue::Number(12.0))]), &none, &machine));
-        assert!(!labels_match(&labels(&[("cuda", LabelValue::Number(12.5))]), &none, &machine));
-        assert!(labels_match(&labels(&[("region", LabelValue::Text("eu".into()))]), &none, &machine));
-        assert!(!labels_match(&labels(&[("region", LabelValue::Text("us".into()))]), &none, &machine));
-        assert!(!labels_match(&labels(&[("absent", LabelValue::Bool(true))]), &none, &machine));
+        assert!(labels_match(
+            &labels(&[("features", list(&["sm90", "fp8"]))]),
+            &none,
+            &machine
+        ));
+        assert!(!labels_match(
+            &labels(&[("features", list(&["sm100"]))]),
+            &none,
+            &machine
+        ));
+        assert!(labels_match(
+            &labels(&[("cuda", LabelValue::Number(12.0))]),
+            &none,
+            &machine
+        ));
+        assert!(!labels_match(
+            &labels(&[("cuda", LabelValue::Number(12.5))]),
+            &none,
+            &machine
+        ));
+        assert!(labels_match(
+            &labels(&[("region", LabelValue::Text("eu".into()))]),
+            &none,
+            &machine
+        ));
+        assert!(!labels_match(
+            &labels(&[("region", LabelValue::Text("us".into()))]),
+            &none,
+            &machine
+        ));
+        assert!(!labels_match(
+            &labels(&[("absent", LabelValue::Bool(true))]),
+            &none,
+            &machine
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cost;
 pub mod ids;
 pub mod labels;
+pub mod lifecycle;
 pub mod model;
 pub mod policy;
 pub mod time;

@@ -65,8 +65,14 @@ impl JobSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobState {
     Queued,
-    Delayed { until: Time },
-    Leased { machine: MachineId, token: Token, deadline: Time },
+    Delayed {
+        until: Time,
+    },
+    Leased {
+        machine: MachineId,
+        token: Token,
+        deadline: Time,
+    },
     Succeeded,
     /// Attempts exhausted, or a failure that must not be retried.
     Dead,

@@ -22,7 +22,9 @@ pub struct Head {
 pub fn score(head: Head, req: &Requirements, offer: &Offer, config: &EngineConfig) -> i64 {
     let policy: &Policy = &config.policy;
     let minutes = (head.waited.as_micros() / 60_000_000) as i64;
-    let aging = minutes.saturating_mul(policy.aging_per_minute).min(policy.aging_cap);
+    let aging = minutes
+        .saturating_mul(policy.aging_per_minute)
+        .min(policy.aging_cap);
     let download_gb = config.download_gb(req.models.minus(offer.cached)) as i64;
     let unused_mem_gb = if req.gpus == 0 {
         0
@@ -46,36 +48,81 @@ mod tests {
     use crate::core::ids::{ModelId, ModelSet};
 
     fn offer() -> Offer {
-        Offer { free_gpus: 1, gpu_mem_gb: 80, free_disk_gb: 100, cached: ModelSet::EMPTY }
+        Offer {
+            free_gpus: 1,
+            gpu_mem_gb: 80,
+            free_disk_gb: 100,
+            cached: ModelSet::EMPTY,
+        }
     }
 
     #[test]
     fn priority_dominates_and_aging_is_capped() {
         let config = EngineConfig::default();
-        let req = Requirements { gpus: 1, gpu_mem_gb: 80, ..Default::default() };
-        let low_old = Head { priority: 40, waited: Span::from_secs(3600 * 10), seq: 1 };
-        let high_new = Head { priority: 70, waited: Span::ZERO, seq: 2 };
+        let req = Requirements {
+            gpus: 1,
+            gpu_mem_gb: 80,
+            ..Default::default()
+        };
+        let low_old = Head {
+            priority: 40,
+            waited: Span::from_secs(3600 * 10),
+            seq: 1,
+        };
+        let high_new = Head {
+            priority: 70,
+            waited: Span::ZERO,
+            seq: 2,
+        };
         let low = score(low_old, &req, &offer(), &config);
         let high = score(high_new, &req, &offer(), &config);
         assert!(high > low, "aging is capped at 20 points, the gap is 30");
-        let low_close = Head { priority: 60, ..low_old };
-        assert!(score(low_close, &req, &offer(), &config) > high, "10 points are within the cap");
+        let low_close = Head {
+            priority: 60,
+            ..low_old
+        };
+        assert!(
+            score(low_close, &req, &offer(), &config) > high,
+            "10 points are within the cap"
+        );
     }
 
     #[test]
     fn warm_models_and_snug_fits_win_ties() {
         let config = EngineConfig {
-            models: vec![CatalogModel { name: "llama".into(), size_gb: 30 }],
+            models: vec![CatalogModel {
+                name: "llama".into(),
+                size_gb: 30,
+            }],
             ..EngineConfig::default()
         };
-        let head = Head { priority: 50, waited: Span::ZERO, seq: 1 };
-        let needs_model = Requirements { gpus: 1, models: ModelSet::EMPTY.with(ModelId(0)), ..Default::default() };
+        let head = Head {
+            priority: 50,
+            waited: Span::ZERO,
+            seq: 1,
+        };
+        let needs_model = Requirements {
+            gpus: 1,
+            models: ModelSet::EMPTY.with(ModelId(0)),
+            ..Default::default()
+        };
         let cold = score(head, &needs_model, &offer(), &config);
-        let warm_offer = Offer { cached: needs_model.models, ..offer() };
+        let warm_offer = Offer {
+            cached: needs_model.models,
+            ..offer()
+        };
         assert!(score(head, &needs_model, &warm_offer, &config) > cold);
 
-        let small = Requirements { gpus: 1, gpu_mem_gb: 8, ..Default::default() };
-        let large = Requirements { gpus: 1, gpu_mem_gb: 80, ..Default::default() };
+        let small = Requirements {
+            gpus: 1,
+            gpu_mem_gb: 8,
+            ..Default::default()
+        };
+        let large = Requirements {
+            gpus: 1,
+            gpu_mem_gb: 80,
+            ..Default::default()
+        };
         assert!(score(head, &large, &offer(), &config) > score(head, &small, &offer(), &config));
     }
 

@@ -7,7 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// An instant on the store's clock, in microseconds since its epoch.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Time(pub u64);
 
 /// A length of time in microseconds.
@@ -162,7 +164,10 @@ mod tests {
         assert!(matches!(Span::parse("30"), Err(SpanError::MissingUnit(_))));
         assert!(matches!(Span::parse("3x"), Err(SpanError::UnknownUnit(_))));
         assert!(matches!(Span::parse("h"), Err(SpanError::BadNumber(_))));
-        assert!(matches!(Span::parse("99999999999999h"), Err(SpanError::TooLong(_))));
+        assert!(matches!(
+            Span::parse("99999999999999h"),
+            Err(SpanError::TooLong(_))
+        ));
         let message = Span::parse("3x").unwrap_err().to_string();
         assert!(message.contains("3x"), "{message}");
     }

@@ -1,0 +1,3 @@
+//! Job histories and the invariant checker, shared by the simulator and the chaos harness.
+
+pub mod history;

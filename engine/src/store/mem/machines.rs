@@ -1,0 +1,199 @@
+//! The machine registry: registration, heartbeats (which renew leases), leaving, being lost.
+
+use super::{MachineRecord, MachineState, MemStore, ProfileRecord};
+use crate::core::lifecycle::{AttemptEnd, Next};
+use crate::core::{JobState, MachineId, MachineSpec, ProfileId};
+use crate::store::request::{LeaseRef, LeaseStatus, Refusal, Reply};
+use std::sync::Arc;
+
+impl MemStore {
+    pub(super) fn register(&mut self, spec: MachineSpec) -> Result<Reply, Refusal> {
+        self.check_machine_spec(&spec)?;
+        let profile = self.profile_of(&spec);
+        let expires = self.now.plus(self.config.machine_ttl);
+        let machine = match self.machine_names.get(&spec.name) {
+            Some(&machine) => {
+                let record = &mut self.machines[machine.0 as usize];
+                self.machine_expiry.remove(&(record.expires, machine));
+                record.spec = Arc::new(spec);
+                record.profile = profile;
+                record.state = MachineState::Ready;
+                record.expires = expires;
+                record.last_claim = None;
+                machine
+            }
+            None => {
+                let limit = self.config.limits.max_machines;
+                if self.machines.len() as u64 >= limit as u64 {
+                    return Err(Refusal::Full {
+                        what: "machines",
+                        limit: limit as u64,
+                    });
+                }
+                let machine = MachineId(self.machines.len() as u32);
+                self.machine_names.insert(spec.name.clone(), machine);
+                self.machines.push(MachineRecord {
+                    spec: Arc::new(spec),
+                    profile,
+                    state: MachineState::Ready,
+                    expires,
+                    leases: Vec::new(),
+                    last_claim: None,
+                    waiting: None,
+                });
+                machine
+            }
+        };
+        self.machine_expiry.insert((expires, machine));
+        self.profiles[profile.0 as usize].last_seen = Some(self.now);
+        Ok(Reply::Registered { machine })
+    }
+
+    fn check_machine_spec(&self, spec: &MachineSpec) -> Result<(), Refusal> {
+        let invalid = |field: &str, reason: String| {
+            Err(Refusal::Invalid(crate::core::class::InvalidJob {
+                field: format!("machine.{field}"),
+                reason,
+            }))
+        };
+        if spec.name.is_empty() || spec.name.len() > 256 {
+            return invalid("name", "must be 1 to 256 bytes".into());
+        }
+        if spec.gpus > self.config.limits.max_gpus {
+            return invalid(
+                "gpus",
+                format!("must be at most {}", self.config.limits.max_gpus),
+            );
+        }
+        if spec.labels.len() > self.config.limits.max_labels as usize {
+            return invalid(
+                "labels",
+                format!("at most {}", self.config.limits.max_labels),
+            );
+        }
+        if !spec.cost_per_hour.is_finite() || spec.cost_per_hour < 0.0 {
+            return invalid("cost_per_hour", "must be a finite number, 0 or more".into());
+        }
+        Ok(())
+    }
+
+    fn profile_of(&mut self, spec: &MachineSpec) -> ProfileId {
+        let profile = spec.profile();
+        if let Some(&id) = self.profile_index.get(&profile) {
+            return id;
+        }
+        let id = ProfileId(self.profiles.len() as u32);
+        self.profile_index.insert(profile.clone(), id);
+        self.profiles.push(ProfileRecord {
+            profile,
+            last_seen: None,
+        });
+        id
+    }
+
+    pub(super) fn heartbeat(
+        &mut self,
+        machine: MachineId,
+        leases: &[LeaseRef],
+    ) -> Result<Reply, Refusal> {
+        self.ready_machine(machine)?;
+        let limit = self.config.limits.max_leases_per_heartbeat;
+        if leases.len() > limit as usize {
+            return Err(Refusal::Full {
+                what: "leases per heartbeat",
+                limit: limit as u64,
+            });
+        }
+        self.touch(machine);
+        let statuses = leases
+            .iter()
+            .map(|lease| self.renew(machine, *lease))
+            .collect();
+        Ok(Reply::Heartbeat { leases: statuses })
+    }
+
+    /// Extends one lease, or says it is no longer the holder's. A lease past its job's timeout
+    /// is ended here, as the reaper would.
+    fn renew(&mut self, machine: MachineId, lease: LeaseRef) -> LeaseStatus {
+        let now = self.now;
+        let ttl = self.config.lease_ttl;
+        let Some(record) = self.jobs.get_mut(&lease.job) else {
+            return LeaseStatus::Revoked;
+        };
+        let JobState::Leased {
+            machine: holder,
+            token,
+            ..
+        } = record.state
+        else {
+            return LeaseStatus::Revoked;
+        };
+        if holder != machine || token != lease.token {
+            return LeaseStatus::Revoked;
+        }
+        if now >= record.attempt_deadline {
+            self.revoke(lease.job, AttemptEnd::OverTime);
+            return LeaseStatus::Revoked;
+        }
+        let deadline = now.plus(ttl);
+        let expiry = deadline.min(record.attempt_deadline);
+        self.lease_expiry.remove(&(record.expiry, lease.job));
+        self.lease_expiry.insert((expiry, lease.job));
+        record.expiry = expiry;
+        record.state = JobState::Leased {
+            machine,
+            token,
+            deadline,
+        };
+        LeaseStatus::Renewed { deadline }
+    }
+
+    pub(super) fn deregister(&mut self, machine: MachineId) -> Result<Reply, Refusal> {
+        let Some(record) = self.machines.get(machine.0 as usize) else {
+            return Err(Refusal::UnknownMachine(machine));
+        };
+        if record.state == MachineState::Gone {
+            return Ok(Reply::Deregistered { revoked: 0 });
+        }
+        let revoked = self.retire(machine, MachineState::Gone);
+        Ok(Reply::Deregistered {
+            revoked: revoked.requeued + revoked.dead,
+        })
+    }
+
+    /// Marks a machine lost or gone and revokes its leases, charging their attempts (a
+    /// machine that drains releases its jobs first).
+    pub(super) fn retire(&mut self, machine: MachineId, state: MachineState) -> Revoked {
+        self.stop_waiting(machine);
+        let record = &mut self.machines[machine.0 as usize];
+        self.machine_expiry.remove(&(record.expires, machine));
+        record.state = state;
+        let mut revoked = Revoked::default();
+        for job in std::mem::take(&mut record.leases) {
+            match self.revoke(job, AttemptEnd::Abandoned) {
+                Next::Retry { .. } => revoked.requeued += 1,
+                Next::Terminal(_) => revoked.dead += 1,
+            }
+        }
+        revoked
+    }
+
+    /// The machine showed it is alive: push back its expiry.
+    pub(super) fn touch(&mut self, machine: MachineId) {
+        let expires = self.now.plus(self.config.machine_ttl);
+        let record = &mut self.machines[machine.0 as usize];
+        if record.expires != expires {
+            self.machine_expiry.remove(&(record.expires, machine));
+            self.machine_expiry.insert((expires, machine));
+            record.expires = expires;
+        }
+        self.profiles[record.profile.0 as usize].last_seen = Some(self.now);
+    }
+}
+
+/// What revoking a machine's leases did to their jobs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Revoked {
+    pub requeued: u32,
+    pub dead: u32,
+}

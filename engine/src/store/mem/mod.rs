@@ -1,0 +1,217 @@
+//! `MemStore`: the store in memory, for the simulator and unit tests. It applies each request
+//! to completion before the next, as a Redis script would, using the time it is given as the
+//! store's clock.
+
+mod claim;
+mod jobs;
+mod machines;
+mod reap;
+
+use super::request::{Refusal, Reply, Request};
+use crate::check::history::HistoryEvent;
+use crate::core::model::Profile;
+use crate::core::{
+    ClassId, EngineConfig, JobId, JobSpec, JobState, MachineId, MachineSpec, Offer, ProfileId,
+    Requirements, Time, Token,
+};
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A job's place in its class queue: priority first, then submission order.
+type QueueKey = (Reverse<u8>, u64);
+
+#[derive(Clone, Debug)]
+struct JobRecord {
+    spec: Arc<JobSpec>,
+    class: ClassId,
+    state: JobState,
+    /// Attempts started so far.
+    attempt: u32,
+    /// The newest token issued for this job.
+    token: Token,
+    /// The token whose outcome was recorded last, to answer a repeated `Complete`.
+    recorded: Option<Token>,
+    /// Where it sits in its class queue while queued.
+    queue_key: Option<QueueKey>,
+    submitted_at: Time,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    /// When the current attempt runs out of time.
+    attempt_deadline: Time,
+    /// The key in `lease_expiry` while leased.
+    expiry: Time,
+    error: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct ClassRecord {
+    req: Arc<Requirements>,
+    /// Queued jobs with their submission times (for aging).
+    queue: BTreeMap<QueueKey, (JobId, Time)>,
+    /// Per profile: 0 not judged yet, 1 never fits, 2 fits when free.
+    allows: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct ProfileRecord {
+    profile: Profile,
+    /// When a machine of this profile last heartbeated, registered or claimed.
+    last_seen: Option<Time>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MachineState {
+    Ready,
+    Lost,
+    Gone,
+}
+
+#[derive(Clone, Debug)]
+struct MachineRecord {
+    spec: Arc<MachineSpec>,
+    profile: ProfileId,
+    state: MachineState,
+    expires: Time,
+    leases: Vec<JobId>,
+    /// The last claim's sequence number and what it granted.
+    last_claim: Option<(u64, Option<(JobId, Token)>)>,
+    /// While idle and waiting for a wake-up: the offer it last made and its place in line.
+    waiting: Option<(u64, Offer)>,
+}
+
+/// Counts of jobs by live state, kept exact on every transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub delayed: u64,
+    pub leased: u64,
+    pub finished_retained: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemStore {
+    config: Arc<EngineConfig>,
+    now: Time,
+    next_job: u64,
+    seq: u64,
+    jobs: FxHashMap<JobId, JobRecord>,
+    idempotency: FxHashMap<String, JobId>,
+    classes: Vec<ClassRecord>,
+    class_index: FxHashMap<Arc<Requirements>, ClassId>,
+    /// Classes with a non-empty queue.
+    nonempty: BTreeSet<ClassId>,
+    profiles: Vec<ProfileRecord>,
+    profile_index: BTreeMap<Profile, ProfileId>,
+    machines: Vec<MachineRecord>,
+    machine_names: FxHashMap<String, MachineId>,
+    machine_expiry: BTreeSet<(Time, MachineId)>,
+    delayed: BTreeSet<(Time, JobId)>,
+    lease_expiry: BTreeSet<(Time, JobId)>,
+    finished: VecDeque<(Time, JobId)>,
+    /// Idle machines by profile, in the order they started waiting.
+    waiting: BTreeMap<ProfileId, BTreeSet<(u64, MachineId)>>,
+    wakes: Vec<MachineId>,
+    history: Option<Vec<HistoryEvent>>,
+    counts: JobCounts,
+}
+
+impl MemStore {
+    pub fn new(config: EngineConfig) -> MemStore {
+        MemStore {
+            config: Arc::new(config),
+            now: Time::ZERO,
+            next_job: 1,
+            seq: 0,
+            jobs: FxHashMap::default(),
+            idempotency: FxHashMap::default(),
+            classes: Vec::new(),
+            class_index: FxHashMap::default(),
+            nonempty: BTreeSet::new(),
+            profiles: Vec::new(),
+            profile_index: BTreeMap::new(),
+            machines: Vec::new(),
+            machine_names: FxHashMap::default(),
+            machine_expiry: BTreeSet::new(),
+            delayed: BTreeSet::new(),
+            lease_expiry: BTreeSet::new(),
+            finished: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            wakes: Vec::new(),
+            history: None,
+            counts: JobCounts::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Record lifecycle events for the checker; take them with `drain_history`.
+    pub fn record_history(&mut self) {
+        self.history.get_or_insert_with(Vec::new);
+    }
+
+    pub fn drain_history(&mut self) -> impl Iterator<Item = HistoryEvent> + '_ {
+        self.history.iter_mut().flat_map(|h| h.drain(..))
+    }
+
+    /// Machines to wake: each was idle and a job it fits was enqueued.
+    pub fn drain_wakes(&mut self) -> impl Iterator<Item = MachineId> + '_ {
+        self.wakes.drain(..)
+    }
+
+    pub fn counts(&self) -> JobCounts {
+        self.counts
+    }
+
+    /// The live state of a job the store still holds.
+    pub fn job_state(&self, job: JobId) -> Option<JobState> {
+        self.jobs.get(&job).map(|j| j.state)
+    }
+
+    /// Apply one request at store time `now`. Time never runs backwards for a store.
+    pub fn apply(&mut self, now: Time, request: Request) -> Result<Reply, Refusal> {
+        debug_assert!(
+            now >= self.now,
+            "store clock ran backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = self.now.max(now);
+        match request {
+            Request::Submit(spec) => self.submit(*spec),
+            Request::Cancel { job } => self.cancel(job),
+            Request::Get { job } => self.get(job),
+            Request::Register(spec) => self.register(*spec),
+            Request::Deregister { machine } => self.deregister(machine),
+            Request::Heartbeat { machine, leases } => self.heartbeat(machine, &leases),
+            Request::Claim {
+                machine,
+                seq,
+                offer,
+            } => self.claim(machine, seq, offer),
+            Request::Complete {
+                job,
+                token,
+                outcome,
+            } => self.complete(job, token, &outcome),
+            Request::Release { job, token } => self.release(job, token),
+            Request::Reap { max } => Ok(Reply::Reaped(self.reap(max))),
+        }
+    }
+
+    fn emit(&mut self, event: HistoryEvent) {
+        if let Some(history) = &mut self.history {
+            history.push(event);
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! The store interface as data: every shared-state operation is one `Request`, answered by one
+//! `Reply` or one `Refusal`. Every request is safe to apply twice (the network may duplicate
+//! it, or lose its reply after it was applied): the comment on each variant says why.
+
+use crate::core::class::InvalidJob;
+use crate::core::model::JobView;
+use crate::core::{JobId, JobSpec, MachineId, MachineSpec, Offer, Outcome, StateName, Time, Token};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Enqueue a job. Retry-safe with an idempotency key (the same key returns the first id).
+    Submit(Box<JobSpec>),
+    /// Cancel a job that has not finished. Applying it twice finds the job already cancelled.
+    Cancel { job: JobId },
+    /// Read a job.
+    Get { job: JobId },
+    /// Register or re-register a machine by name; the same name gets the same id.
+    Register(Box<MachineSpec>),
+    /// A machine leaves: its leases are revoked. Idempotent.
+    Deregister { machine: MachineId },
+    /// The machine is alive; renew these leases. Idempotent.
+    Heartbeat {
+        machine: MachineId,
+        leases: Vec<LeaseRef>,
+    },
+    /// Lease the best job that fits `offer`. A repeated `seq` returns the first answer, so a
+    /// claim whose reply was lost does not strand a second lease.
+    Claim {
+        machine: MachineId,
+        seq: u64,
+        offer: Offer,
+    },
+    /// Record an attempt's outcome, fenced by its token. Repeating it is answered `Recorded`.
+    Complete {
+        job: JobId,
+        token: Token,
+        outcome: Outcome,
+    },
+    /// Give a leased job back without charging an attempt (a draining machine). Fenced.
+    Release { job: JobId, token: Token },
+    /// One bounded reaper pass.
+    Reap { max: u32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub job: JobId,
+    pub token: Token,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Submitted {
+        job: JobId,
+        created: bool,
+    },
+    Cancelled {
+        job: JobId,
+        previous: StateName,
+    },
+    Job(Box<JobView>),
+    Registered {
+        machine: MachineId,
+    },
+    Deregistered {
+        revoked: u32,
+    },
+    /// One status per lease, in the order they were sent.
+    Heartbeat {
+        leases: Vec<LeaseStatus>,
+    },
+    Granted(Grant),
+    NoWork,
+    /// The outcome is recorded (now or by an earlier copy of the request); the job's state.
+    Recorded {
+        state: StateName,
+    },
+    Released,
+    Reaped(ReapReport),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Renewed {
+        deadline: Time,
+    },
+    /// The lease is no longer this holder's (expired, reaped, cancelled, timed out): stop.
+    Revoked,
+}
+
+/// A lease on a job, with what the agent needs to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grant {
+    pub job: JobId,
+    pub token: Token,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub deadline: Time,
+    pub spec: Arc<JobSpec>,
+}
+
+/// What one reaper pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Delayed retries released to their queues.
+    pub promoted: u32,
+    pub machines_lost: u32,
+    /// Leases revoked (expired, machine lost, over time) whose jobs will run again.
+    pub requeued: u32,
+    pub dead: u32,
+    pub timed_out: u32,
+    pub unworkable: u32,
+    /// Finished jobs forgotten after the retention period.
+    pub purged: u32,
+    /// The pass stopped at its bound; run another.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("invalid job: {0}")]
+    Invalid(#[from] InvalidJob),
+    #[error("unknown job {0}")]
+    UnknownJob(JobId),
+    #[error("unknown machine {0}")]
+    UnknownMachine(MachineId),
+    /// The machine was declared lost (or deregistered); it must register again.
+    #[error("machine {0} was declared lost; register again")]
+    MachineLost(MachineId),
+    /// The token is not the job's live lease: a newer attempt owns the job.
+    #[error("stale token {token:?} for job {job}")]
+    Stale { job: JobId, token: Token },
+    #[error("job {job} is already {state:?}")]
+    AlreadyFinished { job: JobId, state: StateName },
+    #[error("store full: {what} is at its limit of {limit}")]
+    Full { what: &'static str, limit: u64 },
+}
