@@ -1,3 +1,7 @@
 //! Job histories and the invariant checker, shared by the simulator and the chaos harness.
 
+pub mod checker;
 pub mod history;
+
+pub use checker::{Checker, Invariant, Violation};
+pub use history::{HistoryEvent, LeaseEnd};

@@ -1,0 +1,234 @@
+use super::*;
+use crate::core::{Requirements, Span, StateName};
+use crate::store::MemStore;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        request_timeout: Span::from_secs(1),
+        breaker_failures: 3,
+        breaker_cooldown: Span::from_secs(5),
+        ..EngineConfig::default()
+    }
+}
+
+fn spec(gpus: u32) -> MachineSpec {
+    MachineSpec {
+        name: "m1".into(),
+        pool: "p".into(),
+        gpus,
+        gpu_model: "A100".into(),
+        gpu_mem_gb: 80,
+        disk_gb: 100,
+        labels: Default::default(),
+        cost_per_hour: 1.0,
+    }
+}
+
+/// Runs the agent's actions against the store until it goes quiet; returns the non-send
+/// actions. With `reachable` false every request is lost.
+fn pump(agent: &mut Agent, store: &mut MemStore, now: Time, reachable: bool) -> Vec<Action> {
+    let mut other = Vec::new();
+    while let Some(action) = agent.poll_action() {
+        match action {
+            Action::Send { id, request } if reachable => {
+                let result = store.apply(now, request);
+                agent.handle(now, Input::Reply { id, result });
+                let me = agent.machine();
+                if store.drain_wakes().any(|m| Some(m) == me) {
+                    agent.handle(now, Input::Wake);
+                }
+            }
+            Action::Send { .. } => {}
+            action => other.push(action),
+        }
+    }
+    other
+}
+
+fn submit(store: &mut MemStore, now: Time, gpus: u32) -> JobId {
+    let spec = JobSpec::new(
+        "sleep",
+        Arc::new(Requirements {
+            gpus,
+            ..Default::default()
+        }),
+    );
+    match store.apply(now, Request::Submit(Box::new(spec))) {
+        Ok(Reply::Submitted { job, .. }) => job,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn started(actions: &[Action]) -> Vec<JobId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Start { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registers_claims_runs_reports_and_waits_for_a_wake_up() {
+    let config = Arc::new(config());
+    let mut store = MemStore::new((*config).clone());
+    let t0 = Time(0);
+    let a = submit(&mut store, t0, 1);
+    let b = submit(&mut store, t0, 1);
+    let mut agent = Agent::new(config.clone(), spec(2), ModelSet::EMPTY, 1, t0);
+    let actions = pump(&mut agent, &mut store, t0, true);
+    assert_eq!(started(&actions), vec![a, b], "two GPUs, two jobs at once");
+    agent.handle(
+        Time(5),
+        Input::JobFinished {
+            job: a,
+            outcome: Outcome::Succeeded,
+        },
+    );
+    pump(&mut agent, &mut store, Time(5), true);
+    assert_eq!(
+        store.job_state(a).map(|s| s.name()),
+        Some(StateName::Succeeded)
+    );
+    assert!(agent.is_idle(), "no work left: waiting, not polling");
+    let c = submit(&mut store, Time(6), 1);
+    agent.handle(Time(6), Input::Wake);
+    assert_eq!(
+        started(&pump(&mut agent, &mut store, Time(6), true)),
+        vec![c]
+    );
+}
+
+#[test]
+fn outcomes_survive_an_outage_and_the_breaker_opens_then_recovers() {
+    let long_leases = EngineConfig {
+        lease_ttl: Span::from_secs(120),
+        machine_ttl: Span::from_secs(120),
+        ..config()
+    };
+    let config = Arc::new(long_leases);
+    let mut store = MemStore::new((*config).clone());
+    let j = submit(&mut store, Time(0), 1);
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, Time(0));
+    pump(&mut agent, &mut store, Time(0), true);
+    agent.handle(
+        Time(1),
+        Input::JobFinished {
+            job: j,
+            outcome: Outcome::Succeeded,
+        },
+    );
+    pump(&mut agent, &mut store, Time(1), false);
+    let mut now = Time(1);
+    for _ in 0..10 {
+        now = agent.next_timeout().unwrap().max(now);
+        agent.on_timeout(now);
+        pump(&mut agent, &mut store, now, false);
+    }
+    assert!(
+        agent.link().breaker_opened() >= 1,
+        "repeated failures open the breaker"
+    );
+    assert_eq!(
+        store.job_state(j).map(|s| s.name()),
+        Some(StateName::Leased)
+    );
+    // The store is back within the lease TTL: the kept outcome lands.
+    for _ in 0..3 {
+        now = agent.next_timeout().unwrap();
+        agent.on_timeout(now);
+        pump(&mut agent, &mut store, now, true);
+    }
+    assert!(now < Time::ZERO.plus(config.lease_ttl));
+    assert_eq!(
+        store.job_state(j).map(|s| s.name()),
+        Some(StateName::Succeeded)
+    );
+}
+
+#[test]
+fn a_revoked_lease_stops_the_job_and_a_late_outcome_is_refused() {
+    let config = Arc::new(config());
+    let mut store = MemStore::new((*config).clone());
+    let j = submit(&mut store, Time(0), 1);
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, Time(0));
+    pump(&mut agent, &mut store, Time(0), true);
+    store.apply(Time(1), Request::Cancel { job: j }).unwrap();
+    let now = agent.next_timeout().unwrap();
+    agent.on_timeout(now);
+    let actions = pump(&mut agent, &mut store, now, true);
+    assert!(actions.contains(&Action::Stop { job: j }), "{actions:?}");
+    assert_eq!(agent.running().count(), 0);
+    agent.handle(
+        now,
+        Input::JobFinished {
+            job: j,
+            outcome: Outcome::Succeeded,
+        },
+    );
+    assert_eq!(
+        agent.outbox_len(),
+        0,
+        "a stopped job's outcome is not reported"
+    );
+}
+
+#[test]
+fn timeouts_stop_the_job_and_report_timed_out() {
+    let config = Arc::new(config());
+    let mut store = MemStore::new((*config).clone());
+    let mut spec_ = JobSpec::new(
+        "sleep",
+        Arc::new(Requirements {
+            gpus: 1,
+            ..Default::default()
+        }),
+    );
+    spec_.timeout = Span::from_secs(3);
+    spec_.max_attempts = 1;
+    let Ok(Reply::Submitted { job, .. }) = store.apply(Time(0), Request::Submit(Box::new(spec_)))
+    else {
+        panic!()
+    };
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, Time(0));
+    pump(&mut agent, &mut store, Time(0), true);
+    let at = Time(3_000_000);
+    assert_eq!(agent.next_timeout(), Some(at));
+    agent.on_timeout(at);
+    let actions = pump(&mut agent, &mut store, at, true);
+    assert!(actions.contains(&Action::Stop { job }));
+    assert_eq!(
+        store.job_state(job).map(|s| s.name()),
+        Some(StateName::TimedOut)
+    );
+}
+
+#[test]
+fn a_full_disk_evicts_models_then_drains() {
+    let mut config = config();
+    config.models = vec![crate::core::config::CatalogModel {
+        name: "sd".into(),
+        size_gb: 30,
+    }];
+    let config = Arc::new(config);
+    let mut store = MemStore::new((*config).clone());
+    let cached = ModelSet::EMPTY.with(ModelId(0));
+    let mut agent = Agent::new(config.clone(), spec(1), cached, 1, Time(0));
+    pump(&mut agent, &mut store, Time(0), true);
+    agent.handle(Time(1), Input::ForeignDisk { gb: 80 });
+    let actions = pump(&mut agent, &mut store, Time(1), true);
+    assert!(
+        actions.contains(&Action::Evicted { model: ModelId(0) }),
+        "{actions:?}"
+    );
+    assert!(!actions.contains(&Action::Left), "20 GB are still free");
+    agent.handle(Time(2), Input::ForeignDisk { gb: 100 });
+    let mut actions = pump(&mut agent, &mut store, Time(2), true);
+    while !actions.contains(&Action::Left) {
+        let now = agent.next_timeout().expect("draining agent has work");
+        agent.on_timeout(now);
+        actions = pump(&mut agent, &mut store, now, true);
+    }
+    assert_eq!(agent.next_timeout(), None);
+}
