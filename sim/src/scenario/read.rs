@@ -115,7 +115,8 @@ impl<'a, 'i> Obj<'a, 'i> {
 
     /// Offset of `key` in the file, or of this table when the key is absent.
     pub fn key_at(&self, key: &str) -> usize {
-        self.entry(key).map_or(self.span.start, |(k, _)| k.span().start)
+        self.entry(key)
+            .map_or(self.span.start, |(k, _)| k.span().start)
     }
 
     /// An error about `key`, at the line of the key.
@@ -335,8 +336,15 @@ impl Read for f64 {
 impl Read for Span {
     fn read(cx: &Cx<'_>, field: &str, v: &Value<'_>) -> Result<Self> {
         match v.get_ref() {
-            DeValue::String(s) => Span::parse(s).map_err(|e| cx.at(v.span().start, field, e.to_string())),
-            _ => Err(wrong(cx, field, v, "a duration string such as \"30s\", \"5m\" or \"2h\"")),
+            DeValue::String(s) => {
+                Span::parse(s).map_err(|e| cx.at(v.span().start, field, e.to_string()))
+            }
+            _ => Err(wrong(
+                cx,
+                field,
+                v,
+                "a duration string such as \"30s\", \"5m\" or \"2h\"",
+            )),
         }
     }
 }
@@ -360,7 +368,12 @@ impl Read for Vec<String> {
 impl Read for Labels {
     fn read(cx: &Cx<'_>, field: &str, v: &Value<'_>) -> Result<Self> {
         let Some(table) = v.get_ref().as_table() else {
-            return Err(wrong(cx, field, v, "a table of labels, such as { region = \"eu\" }"));
+            return Err(wrong(
+                cx,
+                field,
+                v,
+                "a table of labels, such as { region = \"eu\" }",
+            ));
         };
         let mut entries: Vec<_> = table.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
@@ -421,7 +434,10 @@ pub(crate) fn tagged<'a, 'i>(
         return Err(cx.at(
             value.span().start,
             &tag_field,
-            format!("missing required field `{tag}` (one of: {})", names.join(", ")),
+            format!(
+                "missing required field `{tag}` (one of: {})",
+                names.join(", ")
+            ),
         ));
     };
     let chosen = String::read(cx, &tag_field, tag_value)?;

@@ -228,9 +228,7 @@ impl Scenario {
                 if window <= 0.0 {
                     return 0.0;
                 }
-                w.expected_jobs(self.duration) / window
-                    * w.service.mean_secs()
-                    * f64::from(w.gpus)
+                w.expected_jobs(self.duration) / window * w.service.mean_secs() * f64::from(w.gpus)
             })
             .sum()
     }
@@ -341,12 +339,11 @@ impl Arrivals {
         match *self {
             Arrivals::Poisson { rate_per_s } => rate_per_s * window.as_secs_f64(),
             Arrivals::Burst { count, .. } => f64::from(count),
+            // One at the start, then one per full interval strictly inside the window.
             Arrivals::Periodic { interval } => {
-                if interval.0 == 0 {
-                    0.0
-                } else {
-                    // One at the start, then one per full interval strictly inside the window.
-                    (window.0.saturating_sub(1) / interval.0 + u64::from(window.0 > 0)) as f64
+                match window.0.saturating_sub(1).checked_div(interval.0) {
+                    Some(n) if window.0 > 0 => (n + 1) as f64,
+                    _ => 0.0,
                 }
             }
         }
