@@ -132,6 +132,18 @@ impl Checker {
         self.finished[word] |= 1 << bit;
     }
 
+    /// The store lost writes and came back as `snapshot` saw it: take the job state from
+    /// `snapshot`, but keep what the machines did (GPU use) and every violation found so far.
+    pub fn roll_back_to(&mut self, snapshot: Checker) {
+        let gpus = std::mem::take(&mut self.gpus);
+        let violations = std::mem::take(&mut self.violations);
+        let violation_count = self.violation_count;
+        *self = snapshot;
+        self.gpus = gpus;
+        self.violations = violations;
+        self.violation_count = violation_count;
+    }
+
     pub fn observe(&mut self, event: &HistoryEvent) {
         match *event {
             HistoryEvent::Submitted { job, at } => self.on_submitted(job, at),

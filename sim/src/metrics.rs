@@ -1,0 +1,192 @@
+//! What a run measured: queue wait and completion time histograms (overall and per workload),
+//! Little's law bookkeeping, cost, utilisation, waste and redistribution time. Memory is flat
+//! in the number of finished jobs: histograms and sums, no per-job vectors.
+
+use drover_engine::core::cost::CostLedger;
+use drover_engine::core::{Span, StateName, Time};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Histograms hold microseconds up to about 115 days at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_max(10_000_000_000_000, 3).expect("valid bounds")
+}
+
+#[derive(Clone)]
+pub struct Latencies {
+    pub wait: Histogram<u64>,
+    pub jct: Histogram<u64>,
+    /// Jobs whose wait was above zero (for the probability of waiting).
+    pub waited: u64,
+    wait_sum_us: u128,
+    jct_sum_us: u128,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies { wait: histogram(), jct: histogram(), waited: 0, wait_sum_us: 0, jct_sum_us: 0 }
+    }
+}
+
+impl Latencies {
+    fn record(&mut self, wait: Span, jct: Span) {
+        self.wait.saturating_record(wait.as_micros());
+        self.jct.saturating_record(jct.as_micros());
+        self.wait_sum_us += wait.as_micros() as u128;
+        self.jct_sum_us += jct.as_micros() as u128;
+        if wait.as_micros() > 0 {
+            self.waited += 1;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.wait.len()
+    }
+
+    pub fn mean_wait_s(&self) -> f64 {
+        self.wait_sum_us as f64 / 1e6 / self.count().max(1) as f64
+    }
+
+    pub fn mean_jct_s(&self) -> f64 {
+        self.jct_sum_us as f64 / 1e6 / self.count().max(1) as f64
+    }
+
+    pub fn summary(&self) -> (Summary, Summary) {
+        (Summary::of(&self.wait, self.mean_wait_s()), Summary::of(&self.jct, self.mean_jct_s()))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    fn of(h: &Histogram<u64>, mean: f64) -> Summary {
+        if h.is_empty() {
+            return Summary::default();
+        }
+        let q = |x: f64| h.value_at_quantile(x) as f64 / 1e6;
+        Summary { mean, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: h.max() as f64 / 1e6 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Outcomes {
+    pub submitted: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+    pub unworkable: u64,
+}
+
+pub struct Metrics {
+    warmup: Time,
+    /// Arrivals stop here; Little's law is measured over [warmup, this].
+    window_end: Time,
+    pub overall: Latencies,
+    pub per_workload: Vec<Latencies>,
+    pub outcomes: Outcomes,
+    pub ledger: CostLedger,
+    pub redistribution: Histogram<u64>,
+    /// Jobs in the system (submitted, not terminal) and the integral of that over time.
+    in_system: u64,
+    area_job_s: f64,
+    last_change: Time,
+    /// Jobs submitted within the Little window, and the sum of their times in system.
+    window_arrivals: u64,
+    window_sojourn_s: f64,
+    /// Useful GPU-seconds: those of the attempts whose success was recorded.
+    pub useful_gpu_s: f64,
+}
+
+impl Metrics {
+    pub fn new(warmup: Time, window_end: Time, workloads: usize) -> Metrics {
+        Metrics {
+            warmup,
+            window_end,
+            overall: Latencies::default(),
+            per_workload: vec![Latencies::default(); workloads],
+            outcomes: Outcomes::default(),
+            ledger: CostLedger::default(),
+            redistribution: histogram(),
+            in_system: 0,
+            area_job_s: 0.0,
+            last_change: warmup,
+            window_arrivals: 0,
+            window_sojourn_s: 0.0,
+            useful_gpu_s: 0.0,
+        }
+    }
+
+    fn advance(&mut self, now: Time) {
+        let now = now.min(self.window_end);
+        if now > self.last_change {
+            self.area_job_s += self.in_system as f64 * now.since(self.last_change).as_secs_f64();
+            self.last_change = now;
+        }
+    }
+
+    pub fn on_submitted(&mut self, now: Time) {
+        self.advance(now);
+        self.in_system += 1;
+        self.outcomes.submitted += 1;
+    }
+
+    /// A job reached `state`; `lease_at` is when its last attempt was leased.
+    pub fn on_finished(&mut self, now: Time, state: StateName, submitted_at: Time, lease_at: Option<Time>, workload: usize) {
+        self.advance(now);
+        self.in_system = self.in_system.saturating_sub(1);
+        let counter = match state {
+            StateName::Succeeded => &mut self.outcomes.succeeded,
+            StateName::Dead => &mut self.outcomes.dead,
+            StateName::Cancelled => &mut self.outcomes.cancelled,
+            StateName::TimedOut => &mut self.outcomes.timed_out,
+            _ => &mut self.outcomes.unworkable,
+        };
+        *counter += 1;
+        if submitted_at < self.warmup {
+            return;
+        }
+        if submitted_at < self.window_end {
+            self.window_arrivals += 1;
+            self.window_sojourn_s += now.since(submitted_at).as_secs_f64();
+        }
+        if let (StateName::Succeeded, Some(lease_at)) = (state, lease_at) {
+            let wait = lease_at.since(submitted_at);
+            let jct = now.since(submitted_at);
+            self.overall.record(wait, jct);
+            if let Some(per) = self.per_workload.get_mut(workload) {
+                per.record(wait, jct);
+            }
+        }
+    }
+
+    pub fn on_redistributed(&mut self, after: Span) {
+        self.redistribution.saturating_record(after.as_micros());
+    }
+
+    /// Little's law over the arrival window: (L, lambda, W) with L the time-average number
+    /// in the system, lambda the arrival rate and W the mean time in system.
+    pub fn little(&mut self) -> Little {
+        self.advance(self.window_end);
+        let window_s = self.window_end.since(self.warmup).as_secs_f64().max(1e-9);
+        Little {
+            mean_in_system: self.area_job_s / window_s,
+            arrival_rate: self.window_arrivals as f64 / window_s,
+            mean_time_in_system_s: self.window_sojourn_s / self.window_arrivals.max(1) as f64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Little {
+    pub mean_in_system: f64,
+    pub arrival_rate: f64,
+    pub mean_time_in_system_s: f64,
+}
