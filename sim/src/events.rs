@@ -36,7 +36,11 @@ pub struct EventQueue<E> {
 
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
-        EventQueue { heap: BinaryHeap::new(), seq: 0, now: Time::ZERO }
+        EventQueue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: Time::ZERO,
+        }
     }
 }
 
@@ -49,7 +53,11 @@ impl<E> EventQueue<E> {
     pub fn schedule(&mut self, at: Time, event: E) {
         self.seq += 1;
         let at = at.max(self.now);
-        self.heap.push(Reverse(Entry { at, seq: self.seq, event }));
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            event,
+        }));
     }
 
     pub fn pop(&mut self) -> Option<(Time, E)> {

@@ -13,7 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "drover-sim", version, about = "Deterministic simulator for the Drover GPU job scheduler")]
+#[command(
+    name = "drover-sim",
+    version,
+    about = "Deterministic simulator for the Drover GPU job scheduler"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +81,12 @@ fn check_chaos(chaos: Option<f64>) -> anyhow::Result<()> {
 
 fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { file, seed, chaos, json } => {
+        Command::Run {
+            file,
+            seed,
+            chaos,
+            json,
+        } => {
             check_chaos(chaos)?;
             let scenario = load(&file)?;
             let seed = seed.unwrap_or(scenario.seed);
@@ -95,9 +104,19 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", report.human());
             }
-            Ok(if report.violation_count > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if report.violation_count > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Sweep { file, seeds, chaos, threads, json } => {
+        Command::Sweep {
+            file,
+            seeds,
+            chaos,
+            threads,
+            json,
+        } => {
             check_chaos(chaos)?;
             let (from, to) = parse_seeds(&seeds)?;
             let scenario = load(&file)?;
@@ -113,7 +132,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("{}: {} seeds, {} failing", report.scenario, report.seeds, report.failing.len());
+                println!(
+                    "{}: {} seeds, {} failing",
+                    report.scenario,
+                    report.seeds,
+                    report.failing.len()
+                );
                 for failing in &report.failing {
                     let chaos = chaos.map(|c| format!(" --chaos {c}")).unwrap_or_default();
                     println!(
@@ -126,15 +150,27 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            Ok(if report.failing.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.failing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }
 
 fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
-    let (a, b) = text.split_once("..").with_context(|| format!("--seeds {text:?}: expected A..B, e.g. 0..200"))?;
-    let from: u64 = a.trim().parse().with_context(|| format!("--seeds {text:?}: {a:?} is not a number"))?;
-    let to: u64 = b.trim().parse().with_context(|| format!("--seeds {text:?}: {b:?} is not a number"))?;
+    let (a, b) = text
+        .split_once("..")
+        .with_context(|| format!("--seeds {text:?}: expected A..B, e.g. 0..200"))?;
+    let from: u64 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--seeds {text:?}: {a:?} is not a number"))?;
+    let to: u64 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--seeds {text:?}: {b:?} is not a number"))?;
     anyhow::ensure!(from < to, "--seeds {text:?}: the range is empty");
     Ok((from, to))
 }
@@ -145,7 +181,9 @@ fn progress_bar() -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(1000);
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}%").ok()?);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}%").ok()?,
+    );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     let shown = bar.clone();

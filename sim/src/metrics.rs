@@ -24,7 +24,13 @@ pub struct Latencies {
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies { wait: histogram(), jct: histogram(), waited: 0, wait_sum_us: 0, jct_sum_us: 0 }
+        Latencies {
+            wait: histogram(),
+            jct: histogram(),
+            waited: 0,
+            wait_sum_us: 0,
+            jct_sum_us: 0,
+        }
     }
 }
 
@@ -52,7 +58,10 @@ impl Latencies {
     }
 
     pub fn summary(&self) -> (Summary, Summary) {
-        (Summary::of(&self.wait, self.mean_wait_s()), Summary::of(&self.jct, self.mean_jct_s()))
+        (
+            Summary::of(&self.wait, self.mean_wait_s()),
+            Summary::of(&self.jct, self.mean_jct_s()),
+        )
     }
 }
 
@@ -71,7 +80,13 @@ impl Summary {
             return Summary::default();
         }
         let q = |x: f64| h.value_at_quantile(x) as f64 / 1e6;
-        Summary { mean, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: h.max() as f64 / 1e6 }
+        Summary {
+            mean,
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: h.max() as f64 / 1e6,
+        }
     }
 }
 
@@ -139,7 +154,14 @@ impl Metrics {
     }
 
     /// A job reached `state`; `lease_at` is when its last attempt was leased.
-    pub fn on_finished(&mut self, now: Time, state: StateName, submitted_at: Time, lease_at: Option<Time>, workload: usize) {
+    pub fn on_finished(
+        &mut self,
+        now: Time,
+        state: StateName,
+        submitted_at: Time,
+        lease_at: Option<Time>,
+        workload: usize,
+    ) {
         self.advance(now);
         self.in_system = self.in_system.saturating_sub(1);
         let counter = match state {

@@ -62,7 +62,12 @@ pub struct RunReport {
 
 /// Runs `scenario` with `seed` (and swarm faults at `chaos` per hour) to the end.
 /// `progress` is called now and then with the simulated fraction done.
-pub fn run(scenario: Arc<Scenario>, seed: u64, chaos: Option<f64>, mut progress: impl FnMut(f64)) -> RunReport {
+pub fn run(
+    scenario: Arc<Scenario>,
+    seed: u64,
+    chaos: Option<f64>,
+    mut progress: impl FnMut(f64),
+) -> RunReport {
     let started = Instant::now();
     let mut world = World::new(scenario.clone(), seed, chaos);
     let horizon = world.quiet_from.plus(scenario.drain);
@@ -103,7 +108,12 @@ fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
         .zip(&metrics.per_workload)
         .map(|(spec, lat)| {
             let (wait_s, jct_s) = lat.summary();
-            WorkloadReport { name: spec.name.clone(), succeeded: lat.count(), wait_s, jct_s }
+            WorkloadReport {
+                name: spec.name.clone(),
+                succeeded: lat.count(),
+                wait_s,
+                jct_s,
+            }
         })
         .collect();
     let outcomes = metrics.outcomes;
@@ -118,7 +128,13 @@ fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
         Summary::default()
     } else {
         let q = |x: f64| redistribution.value_at_quantile(x) as f64 / 1e6;
-        Summary { mean: redistribution.mean() / 1e6, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: redistribution.max() as f64 / 1e6 }
+        Summary {
+            mean: redistribution.mean() / 1e6,
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: redistribution.max() as f64 / 1e6,
+        }
     };
     let ledger = &metrics.ledger;
     RunReport {
@@ -155,7 +171,12 @@ fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
         little,
         stats: world.stats,
         violation_count: world.checker.violation_count(),
-        violations: world.checker.violations().iter().map(|v| v.to_string()).collect(),
+        violations: world
+            .checker
+            .violations()
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
     }
 }
 
@@ -235,7 +256,9 @@ impl World {
     fn in_flight_states(&self) -> BTreeMap<String, u64> {
         let mut states = BTreeMap::new();
         for (job, _) in self.checker.live() {
-            let name = self.store_state(job).map_or("unknown", |s: StateName| s.as_str());
+            let name = self
+                .store_state(job)
+                .map_or("unknown", |s: StateName| s.as_str());
             *states.entry(name.to_string()).or_insert(0) += 1;
         }
         states

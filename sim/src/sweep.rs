@@ -55,14 +55,27 @@ pub fn sweep(
                 let report = run(scenario.clone(), seed, chaos, |_| {});
                 let result = summarize(&report);
                 on_done(&result);
-                results.lock().expect("no thread panics holding the lock").push(result);
+                results
+                    .lock()
+                    .expect("no thread panics holding the lock")
+                    .push(result);
             });
         }
     });
     let mut results = results.into_inner().expect("threads joined");
     results.sort_by_key(|r| r.seed);
-    let failing = results.iter().filter(|r| r.violation_count > 0).cloned().collect();
-    SweepReport { scenario: scenario.name.clone(), seeds: to - from, chaos, failing, results }
+    let failing = results
+        .iter()
+        .filter(|r| r.violation_count > 0)
+        .cloned()
+        .collect();
+    SweepReport {
+        scenario: scenario.name.clone(),
+        seeds: to - from,
+        chaos,
+        failing,
+        results,
+    }
 }
 
 fn summarize(report: &RunReport) -> SeedResult {

@@ -11,7 +11,11 @@ const FLUSH_AT: usize = 64 * 1024;
 
 impl Default for Trace {
     fn default() -> Self {
-        Trace { hasher: blake3::Hasher::new(), buffer: Vec::with_capacity(FLUSH_AT + 64), events: 0 }
+        Trace {
+            hasher: blake3::Hasher::new(),
+            buffer: Vec::with_capacity(FLUSH_AT + 64),
+            events: 0,
+        }
     }
 }
 

@@ -47,7 +47,9 @@ impl ArrivalProcess {
         let next = match self.arrivals {
             Arrivals::Poisson { rate_per_s } => {
                 let gap: f64 = -rng.random::<f64>().max(f64::MIN_POSITIVE).ln() / rate_per_s;
-                self.last.unwrap_or(self.start).plus(Span::from_secs_f64(gap))
+                self.last
+                    .unwrap_or(self.start)
+                    .plus(Span::from_secs_f64(gap))
             }
             Arrivals::Periodic { interval } => match self.last {
                 None => self.start,
@@ -57,7 +59,8 @@ impl ArrivalProcess {
                 if self.emitted >= count as u64 {
                     return None;
                 }
-                let offset = spread.as_micros() as u128 * self.emitted as u128 / count.max(1) as u128;
+                let offset =
+                    spread.as_micros() as u128 * self.emitted as u128 / count.max(1) as u128;
                 let at = Time::ZERO.plus(at).plus(Span::from_micros(offset as u64));
                 self.emitted += 1;
                 self.last = Some(at);
@@ -83,13 +86,18 @@ mod tests {
         let spec = WorkloadSpec::new(
             "w",
             Arrivals::Poisson { rate_per_s: 5.0 },
-            Dist::Exponential { mean: Span::from_secs(2) },
+            Dist::Exponential {
+                mean: Span::from_secs(2),
+            },
         );
         let mut process = ArrivalProcess::new(&spec, Span::from_secs(10_000));
         let mut rng = stream(1, "t");
         let n = std::iter::from_fn(|| process.next(&mut rng)).count() as f64;
         assert!((n / 50_000.0 - 1.0).abs() < 0.02, "{n} arrivals");
-        let mean: f64 = (0..100_000).map(|_| sample(&spec.service, &mut rng).as_secs_f64()).sum::<f64>() / 1e5;
+        let mean: f64 = (0..100_000)
+            .map(|_| sample(&spec.service, &mut rng).as_secs_f64())
+            .sum::<f64>()
+            / 1e5;
         assert!((mean / 2.0 - 1.0).abs() < 0.02, "mean {mean}");
     }
 
@@ -97,21 +105,38 @@ mod tests {
     fn bursts_spread_evenly_and_stop_at_count() {
         let spec = WorkloadSpec::new(
             "b",
-            Arrivals::Burst { at: Span::from_secs(10), count: 4, spread: Span::from_secs(4) },
-            Dist::Constant { value: Span::from_secs(1) },
+            Arrivals::Burst {
+                at: Span::from_secs(10),
+                count: 4,
+                spread: Span::from_secs(4),
+            },
+            Dist::Constant {
+                value: Span::from_secs(1),
+            },
         );
         let mut process = ArrivalProcess::new(&spec, Span::from_secs(100));
         let mut rng = stream(1, "t");
-        let times: Vec<u64> = std::iter::from_fn(|| process.next(&mut rng)).map(|t| t.0 / 1_000_000).collect();
+        let times: Vec<u64> = std::iter::from_fn(|| process.next(&mut rng))
+            .map(|t| t.0 / 1_000_000)
+            .collect();
         assert_eq!(times, vec![10, 11, 12, 13]);
     }
 
     #[test]
     fn lognormal_median_is_right() {
-        let dist = Dist::Lognormal { median: Span::from_secs(30), sigma: 1.0 };
+        let dist = Dist::Lognormal {
+            median: Span::from_secs(30),
+            sigma: 1.0,
+        };
         let mut rng = stream(3, "t");
-        let mut draws: Vec<f64> = (0..20_001).map(|_| sample(&dist, &mut rng).as_secs_f64()).collect();
+        let mut draws: Vec<f64> = (0..20_001)
+            .map(|_| sample(&dist, &mut rng).as_secs_f64())
+            .collect();
         draws.sort_by(f64::total_cmp);
-        assert!((draws[10_000] / 30.0 - 1.0).abs() < 0.05, "median {}", draws[10_000]);
+        assert!(
+            (draws[10_000] / 30.0 - 1.0).abs() < 0.05,
+            "median {}",
+            draws[10_000]
+        );
     }
 }

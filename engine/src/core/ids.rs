@@ -7,9 +7,10 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct JobId(pub u64);
 
-/// A machine, numbered by the store when it first registers.
+/// A machine, numbered by the store when it first registers. Never reissued, even by a
+/// store that lost its data.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-pub struct MachineId(pub u32);
+pub struct MachineId(pub u64);
 
 /// A class: the canonical form of a job's requirements, interned by the store.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]

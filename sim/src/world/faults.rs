@@ -32,7 +32,13 @@ pub fn plan(scenario: &Scenario, seed: u64, chaos: Option<f64>) -> Vec<ActiveFau
             faults.push(random_fault(scenario, &mut rng, Span::from_secs_f64(at)));
         }
     }
-    faults.into_iter().map(|spec| ActiveFault { spec, targets: Vec::new() }).collect()
+    faults
+        .into_iter()
+        .map(|spec| ActiveFault {
+            spec,
+            targets: Vec::new(),
+        })
+        .collect()
 }
 
 fn random_fault(scenario: &Scenario, rng: &mut Rng, at: Span) -> FaultSpec {
@@ -42,17 +48,42 @@ fn random_fault(scenario: &Scenario, rng: &mut Rng, at: Span) -> FaultSpec {
     let fraction = rng.random_range(0.05..0.5);
     let duration = Span::from_secs_f64(rng.random_range(10.0..600.0));
     let kind = match rng.random_range(0..6) {
-        0 => FaultKind::Kill { pool, fraction, count: None },
-        1 => FaultKind::Partition { pool, fraction, duration },
-        2 => FaultKind::RedisRestart { downtime: Span::from_secs_f64(rng.random_range(1.0..20.0)) },
-        3 => FaultKind::DiskFull { pool, fraction, duration, fill_gb: None },
+        0 => FaultKind::Kill {
+            pool,
+            fraction,
+            count: None,
+        },
+        1 => FaultKind::Partition {
+            pool,
+            fraction,
+            duration,
+        },
+        2 => FaultKind::RedisRestart {
+            downtime: Span::from_secs_f64(rng.random_range(1.0..20.0)),
+        },
+        3 => FaultKind::DiskFull {
+            pool,
+            fraction,
+            duration,
+            fill_gb: None,
+        },
         4 => {
             let leak_gb = rng.random_range(1..=pool_spec.gpu_mem_gb.max(1));
-            FaultKind::GpuOom { pool, fraction, duration, leak_gb }
+            FaultKind::GpuOom {
+                pool,
+                fraction,
+                duration,
+                leak_gb,
+            }
         }
         _ => {
             let latency = Span::from_secs_f64(rng.random_range(0.01..3.0));
-            FaultKind::Latency { pool, fraction, duration, latency }
+            FaultKind::Latency {
+                pool,
+                fraction,
+                duration,
+                latency,
+            }
         }
     };
     FaultSpec { at, kind }
@@ -62,10 +93,12 @@ impl World {
     pub(super) fn schedule_faults(&mut self) {
         for (i, fault) in self.faults.iter().enumerate() {
             let start = Time::ZERO.plus(fault.spec.at);
-            self.queue.schedule(start, Event::FaultStart { fault: i as u32 });
+            self.queue
+                .schedule(start, Event::FaultStart { fault: i as u32 });
             let duration = fault.spec.kind.duration();
             if duration > Span::ZERO {
-                self.queue.schedule(start.plus(duration), Event::FaultEnd { fault: i as u32 });
+                self.queue
+                    .schedule(start.plus(duration), Event::FaultEnd { fault: i as u32 });
             }
             self.quiet_from = self.quiet_from.max(start.plus(duration));
             if matches!(fault.spec.kind, FaultKind::RedisRestart { .. }) {
@@ -80,6 +113,7 @@ impl World {
 
     pub(super) fn on_fault_start(&mut self, fault: usize) {
         let kind = self.faults[fault].spec.kind.clone();
+        if std::env::var("DBG_JOB").is_ok() { eprintln!("{:?} fault {kind:?}", self.now); }
         if let FaultKind::RedisRestart { downtime } = kind {
             self.crash_redis(downtime);
             return;
@@ -93,14 +127,17 @@ impl World {
                     self.retire_machine(m, true);
                 }
                 FaultKind::Partition { .. } => record.partitions += 1,
-                FaultKind::Latency { latency, .. } => record.extra_latency = record.extra_latency.plus(*latency),
+                FaultKind::Latency { latency, .. } => {
+                    record.extra_latency = record.extra_latency.plus(*latency)
+                }
                 FaultKind::GpuOom { leak_gb, .. } => {
                     record.leak_gb += leak_gb;
                     self.squeeze_gpu_memory(m);
                 }
                 FaultKind::DiskFull { fill_gb, .. } => {
                     let disk = self.scenario.pools[record.pool as usize].disk_gb;
-                    record.foreign_disk_gb = (record.foreign_disk_gb + fill_gb.unwrap_or(disk)).min(disk);
+                    record.foreign_disk_gb =
+                        (record.foreign_disk_gb + fill_gb.unwrap_or(disk)).min(disk);
                     self.fill_disk(m);
                 }
                 FaultKind::RedisRestart { .. } => unreachable!("handled above"),
@@ -140,21 +177,29 @@ impl World {
 
     /// A random `fraction` (or `count`) of the machines of the fault's pool that are up now.
     fn pick_targets(&mut self, kind: &FaultKind) -> Vec<u32> {
-        let pool = kind.pool().map(|name| self.scenario.pools.iter().position(|p| p.name == name));
+        let pool = kind
+            .pool()
+            .map(|name| self.scenario.pools.iter().position(|p| p.name == name));
         let mut candidates: Vec<u32> = (0..self.machines.len() as u32)
             .filter(|&m| {
                 let record = &self.machines[m as usize];
-                record.alive && record.agent.is_some() && pool.is_none_or(|p| p == Some(record.pool as usize))
+                record.alive
+                    && record.agent.is_some()
+                    && pool.is_none_or(|p| p == Some(record.pool as usize))
             })
             .collect();
         candidates.shuffle(&mut self.streams.faults);
         let n = match kind {
-            FaultKind::Kill { count: Some(count), .. } => *count as usize,
+            FaultKind::Kill {
+                count: Some(count), ..
+            } => *count as usize,
             FaultKind::Kill { fraction, .. }
             | FaultKind::Partition { fraction, .. }
             | FaultKind::DiskFull { fraction, .. }
             | FaultKind::GpuOom { fraction, .. }
-            | FaultKind::Latency { fraction, .. } => (fraction * candidates.len() as f64).round() as usize,
+            | FaultKind::Latency { fraction, .. } => {
+                (fraction * candidates.len() as f64).round() as usize
+            }
             FaultKind::RedisRestart { .. } => 0,
         };
         candidates.truncate(n.min(candidates.len()));
@@ -164,11 +209,13 @@ impl World {
 
     /// aof-everysec: remember what Redis has written to disk by now.
     pub(super) fn on_fsync(&mut self) {
+        if std::env::var("DBG_JOB").is_ok() { eprintln!("{:?} fsync", self.now); }
         if self.redis.persistence == crate::scenario::Persistence::AofEverysec {
             self.snapshot = Some(Snapshot {
                 store: self.redis.store.clone(),
                 checker: self.checker.clone(),
                 jobs: self.jobs.clone(),
+                outcomes: self.metrics.outcomes,
             });
         }
     }
@@ -186,10 +233,14 @@ impl World {
         if !lossy {
             return;
         }
-        match snapshot.filter(|_| self.redis.persistence == crate::scenario::Persistence::AofEverysec) {
+        match snapshot
+            .filter(|_| self.redis.persistence == crate::scenario::Persistence::AofEverysec)
+        {
             Some(snapshot) => {
                 self.checker.roll_back_to(snapshot.checker);
                 self.jobs = snapshot.jobs;
+                // Outcomes recorded in the lost second will be recorded again.
+                self.metrics.outcomes = snapshot.outcomes;
             }
             None => {
                 self.checker.roll_back_to(Checker::new());

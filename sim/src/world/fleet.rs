@@ -6,7 +6,9 @@ use crate::scenario::Lifetime;
 use crate::workload::sample;
 use drover_engine::agent::{Action, Agent, Input};
 use drover_engine::check::HistoryEvent;
-use drover_engine::core::{Failure, JobId, JobSpec, MachineId, MachineSpec, ModelSet, Outcome, Span, Time, Token};
+use drover_engine::core::{
+    Failure, JobId, JobSpec, MachineId, MachineSpec, ModelSet, Outcome, Span, Time, Token,
+};
 use rand::Rng as _;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -59,7 +61,8 @@ impl World {
         self.alive_per_pool[pool] += 1;
         self.stats.machines_booted += 1;
         let boot = self.scenario.pools[pool].boot;
-        self.queue.schedule(self.now.plus(boot), Event::MachineUp { machine });
+        self.queue
+            .schedule(self.now.plus(boot), Event::MachineUp { machine });
     }
 
     pub(super) fn on_machine_up(&mut self, machine: u32) {
@@ -78,7 +81,8 @@ impl World {
             }
         };
         if let Some(lifetime) = lifetime {
-            self.queue.schedule(self.now.plus(lifetime), Event::MachineDeath { machine });
+            self.queue
+                .schedule(self.now.plus(lifetime), Event::MachineDeath { machine });
         }
         let spec = MachineSpec {
             name: format!("{}-{machine}", pool.name),
@@ -128,7 +132,9 @@ impl World {
         let pool_index = record.pool as usize;
         let up = self.now.since(record.created_at);
         let pool = &self.scenario.pools[pool_index];
-        self.metrics.ledger.add_machine_time(up, pool.gpus, pool.cost_per_hour);
+        self.metrics
+            .ledger
+            .add_machine_time(up, pool.gpus, pool.cost_per_hour);
         self.alive_per_pool[pool_index] -= 1;
         if pool.replace {
             self.provision(pool_index);
@@ -161,13 +167,21 @@ impl World {
     pub(super) fn process_agent(&mut self, machine: u32) {
         let m = machine as usize;
         loop {
-            let Some(agent) = self.machines[m].agent.as_mut() else { return };
-            let Some(action) = agent.poll_action() else { break };
+            let Some(agent) = self.machines[m].agent.as_mut() else {
+                return;
+            };
+            let Some(action) = agent.poll_action() else {
+                break;
+            };
             match action {
                 Action::Send { id, request } => self.send_from_machine(machine, id, request),
-                Action::Start { job, token, spec, download, .. } => {
-                    self.start_attempt(machine, job, token, &spec, download)
-                }
+                Action::Start {
+                    job,
+                    token,
+                    spec,
+                    download,
+                    ..
+                } => self.start_attempt(machine, job, token, &spec, download),
                 Action::Stop { job } => {
                     self.stop_attempt(machine, job);
                 }
@@ -189,10 +203,19 @@ impl World {
         }
     }
 
-    fn start_attempt(&mut self, machine: u32, job: JobId, token: Token, spec: &Arc<JobSpec>, download: ModelSet) {
+    fn start_attempt(
+        &mut self,
+        machine: u32,
+        job: JobId,
+        token: Token,
+        spec: &Arc<JobSpec>,
+        download: ModelSet,
+    ) {
         let Some(sim) = self.jobs.get(&job).copied() else {
-            // The store leased a job the simulator never saw submitted: a bug in the world.
-            panic!("machine {machine} was granted job {job}, unknown to the simulator");
+            // A grant that left Redis just before a restart lost it: the store no longer knows
+            // the job, so the attempt runs until the agent's next heartbeat revokes it.
+            self.start_ghost_attempt(machine, job, token, spec.requirements.gpus);
+            return;
         };
         let m = machine as usize;
         let pool = &self.scenario.pools[self.machines[m].pool as usize];
@@ -204,22 +227,65 @@ impl World {
         let (outcome, runs_for) = if gpus > 0 && workload.peak_gpu_mem() > usable_mem {
             self.stats.gpu_ooms += 1;
             let needed_gb = workload.peak_gpu_mem();
-            (Outcome::Failed(Failure::GpuOom { needed_gb }), setup.plus(Span::from_secs(1)))
-        } else if workload.fail_rate > 0.0 && self.streams.execution.random::<f64>() < workload.fail_rate {
+            (
+                Outcome::Failed(Failure::GpuOom { needed_gb }),
+                setup.plus(Span::from_secs(1)),
+            )
+        } else if workload.fail_rate > 0.0
+            && self.streams.execution.random::<f64>() < workload.fail_rate
+        {
             let fraction: f64 = self.streams.execution.random();
-            let failure = Failure::Error { retryable: true, message: "simulated failure".into() };
-            (Outcome::Failed(failure), setup.plus(Span::from_secs_f64(sim.service.as_secs_f64() * fraction)))
+            let failure = Failure::Error {
+                retryable: true,
+                message: "simulated failure".into(),
+            };
+            (
+                Outcome::Failed(failure),
+                setup.plus(Span::from_secs_f64(sim.service.as_secs_f64() * fraction)),
+            )
         } else {
             (Outcome::Succeeded, setup.plus(sim.service))
         };
         self.next_serial += 1;
         let serial = self.next_serial;
         let capacity = pool.gpus;
-        self.machines[m].running.insert(job, Attempt { token, serial, gpus, started: self.now, outcome });
+        self.machines[m].running.insert(
+            job,
+            Attempt {
+                token,
+                serial,
+                gpus,
+                started: self.now,
+                outcome,
+            },
+        );
         self.stats.attempts += 1;
-        let event = HistoryEvent::Started { machine: MachineId(machine), job, gpus, capacity, at: self.now };
+        let event = HistoryEvent::Started {
+            machine: MachineId(machine as u64),
+            job,
+            gpus,
+            capacity,
+            at: self.now,
+        };
         self.checker.observe(&event);
-        self.queue.schedule(self.now.plus(runs_for), Event::AttemptDone { machine, job, serial });
+        self.queue.schedule(
+            self.now.plus(runs_for),
+            Event::AttemptDone {
+                machine,
+                job,
+                serial,
+            },
+        );
+    }
+
+    fn start_ghost_attempt(&mut self, machine: u32, job: JobId, token: Token, gpus: u32) {
+        self.stats.ghost_attempts += 1;
+        self.next_serial += 1;
+        let attempt = Attempt { token, serial: self.next_serial, gpus, started: self.now, outcome: Outcome::Succeeded };
+        self.machines[machine as usize].running.insert(job, attempt);
+        let capacity = self.scenario.pools[self.machines[machine as usize].pool as usize].gpus;
+        let event = HistoryEvent::Started { machine: MachineId(machine as u64), job, gpus, capacity, at: self.now };
+        self.checker.observe(&event);
     }
 
     /// Ends an attempt where it runs; returns it, or `None` if it was not running.
@@ -227,14 +293,22 @@ impl World {
         let attempt = self.machines[machine as usize].running.remove(&job)?;
         let ran = self.now.since(attempt.started);
         self.metrics.ledger.add_attempt(ran, attempt.gpus, false);
-        let event = HistoryEvent::Stopped { machine: MachineId(machine), job, gpus: attempt.gpus, at: self.now };
+        let event = HistoryEvent::Stopped {
+            machine: MachineId(machine as u64),
+            job,
+            gpus: attempt.gpus,
+            at: self.now,
+        };
         self.checker.observe(&event);
         Some(attempt)
     }
 
     pub(super) fn on_attempt_done(&mut self, machine: u32, job: JobId, serial: u64) {
         let m = machine as usize;
-        let current = self.machines[m].running.get(&job).is_some_and(|a| a.serial == serial);
+        let current = self.machines[m]
+            .running
+            .get(&job)
+            .is_some_and(|a| a.serial == serial);
         if !self.machines[m].alive || !current {
             return;
         }
@@ -245,7 +319,13 @@ impl World {
         }
         let now = self.now;
         if let Some(agent) = self.machines[m].agent.as_mut() {
-            agent.handle(now, Input::JobFinished { job, outcome: attempt.outcome });
+            agent.handle(
+                now,
+                Input::JobFinished {
+                    job,
+                    outcome: attempt.outcome,
+                },
+            );
             self.process_agent(machine);
         }
     }
@@ -261,7 +341,9 @@ impl World {
         }
         let mut victims: Vec<JobId> = Vec::new();
         for (&job, attempt) in &self.machines[m].running {
-            let Some(sim) = self.jobs.get(&job) else { continue };
+            let Some(sim) = self.jobs.get(&job) else {
+                continue;
+            };
             let peak = self.scenario.workloads[sim.workload as usize].peak_gpu_mem();
             if attempt.gpus > 0 && peak > usable && matches!(attempt.outcome, Outcome::Succeeded) {
                 victims.push(job);
@@ -272,11 +354,21 @@ impl World {
             let peak = self.scenario.workloads[self.jobs[&job].workload as usize].peak_gpu_mem();
             self.next_serial += 1;
             let serial = self.next_serial;
-            let attempt = self.machines[m].running.get_mut(&job).expect("collected above");
+            let attempt = self.machines[m]
+                .running
+                .get_mut(&job)
+                .expect("collected above");
             attempt.outcome = Outcome::Failed(Failure::GpuOom { needed_gb: peak });
             attempt.serial = serial;
             self.stats.gpu_ooms += 1;
-            self.queue.schedule(now, Event::AttemptDone { machine, job, serial });
+            self.queue.schedule(
+                now,
+                Event::AttemptDone {
+                    machine,
+                    job,
+                    serial,
+                },
+            );
         }
         self.process_agent(machine);
     }
@@ -306,7 +398,9 @@ impl World {
                 let record = &self.machines[machine as usize];
                 let pool = &self.scenario.pools[record.pool as usize];
                 let up = self.now.since(record.created_at);
-                self.metrics.ledger.add_machine_time(up, pool.gpus, pool.cost_per_hour);
+                self.metrics
+                    .ledger
+                    .add_machine_time(up, pool.gpus, pool.cost_per_hour);
             }
         }
     }

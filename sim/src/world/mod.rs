@@ -36,19 +36,45 @@ pub enum Peer {
 
 #[derive(Debug)]
 pub enum Event {
-    Arrival { workload: u16 },
+    Arrival {
+        workload: u16,
+    },
     /// A machine finished booting: its agent starts.
-    MachineUp { machine: u32 },
+    MachineUp {
+        machine: u32,
+    },
     /// A machine vanishes without a word (its lifetime ended).
-    MachineDeath { machine: u32 },
-    AgentTimer { machine: u32 },
-    ToStore { from: Peer, id: u64, request: Request },
-    ToPeer { to: Peer, id: u64, result: Result<Reply, Refusal> },
-    Wake { machine: u32 },
-    AttemptDone { machine: u32, job: JobId, serial: u64 },
+    MachineDeath {
+        machine: u32,
+    },
+    AgentTimer {
+        machine: u32,
+    },
+    ToStore {
+        from: Peer,
+        id: u64,
+        request: Request,
+    },
+    ToPeer {
+        to: Peer,
+        id: u64,
+        result: Result<Reply, Refusal>,
+    },
+    Wake {
+        machine: u32,
+    },
+    AttemptDone {
+        machine: u32,
+        job: JobId,
+        serial: u64,
+    },
     ReaperTimer,
-    FaultStart { fault: u32 },
-    FaultEnd { fault: u32 },
+    FaultStart {
+        fault: u32,
+    },
+    FaultEnd {
+        fault: u32,
+    },
     RedisUp,
     /// aof-everysec: the state Redis would come back with is taken here.
     Fsync,
@@ -66,7 +92,11 @@ impl Event {
             Event::ToStore { from, id, request } => (5, peer_key(*from), *id, request_tag(request)),
             Event::ToPeer { to, id, result } => (6, peer_key(*to), *id, result.is_ok() as u64),
             Event::Wake { machine } => (7, *machine as u64, 0, 0),
-            Event::AttemptDone { machine, job, serial } => (8, *machine as u64, job.0, *serial),
+            Event::AttemptDone {
+                machine,
+                job,
+                serial,
+            } => (8, *machine as u64, job.0, *serial),
             Event::ReaperTimer => (9, 0, 0, 0),
             Event::FaultStart { fault } => (10, *fault as u64, 0, 0),
             Event::FaultEnd { fault } => (11, *fault as u64, 0, 0),
@@ -117,6 +147,7 @@ struct Snapshot {
     store: MemStore,
     checker: Checker,
     jobs: FxHashMap<JobId, SimJob>,
+    outcomes: crate::metrics::Outcomes,
 }
 
 /// Streams of randomness, one per subsystem.
@@ -174,6 +205,8 @@ pub struct WorldStats {
     pub resubmitted: u64,
     pub submissions_refused: u64,
     pub attempts: u64,
+    /// Attempts of jobs a Redis restart forgot after granting them.
+    pub ghost_attempts: u64,
     pub gpu_ooms: u64,
     pub stale_outcomes: u64,
     pub evictions: u64,
@@ -190,9 +223,21 @@ impl World {
         let warmup = Time::ZERO.plus(scenario.warmup);
         let window_end = Time::ZERO.plus(scenario.duration);
         let streams = Streams {
-            arrivals: scenario.workloads.iter().map(|w| stream(seed, &format!("arrivals/{}", w.name))).collect(),
-            service: scenario.workloads.iter().map(|w| stream(seed, &format!("service/{}", w.name))).collect(),
-            lifetimes: scenario.pools.iter().map(|p| stream(seed, &format!("lifetime/{}", p.name))).collect(),
+            arrivals: scenario
+                .workloads
+                .iter()
+                .map(|w| stream(seed, &format!("arrivals/{}", w.name)))
+                .collect(),
+            service: scenario
+                .workloads
+                .iter()
+                .map(|w| stream(seed, &format!("service/{}", w.name)))
+                .collect(),
+            lifetimes: scenario
+                .pools
+                .iter()
+                .map(|p| stream(seed, &format!("lifetime/{}", p.name)))
+                .collect(),
             execution: stream(seed, "execution"),
             network: stream(seed, "network"),
             faults: stream(seed, "faults"),
@@ -203,7 +248,11 @@ impl World {
             redis: SimRedis::new((*config).clone(), scenario.redis.persistence),
             reaper: Reaper::new(config.clone(), seed ^ 0x5EA9E5, Time::ZERO),
             producer: Producer::new(&faults, scenario.redis.persistence),
-            arrivals: scenario.workloads.iter().map(|w| ArrivalProcess::new(w, scenario.duration)).collect(),
+            arrivals: scenario
+                .workloads
+                .iter()
+                .map(|w| ArrivalProcess::new(w, scenario.duration))
+                .collect(),
             arrivals_open: scenario.workloads.len(),
             metrics: Metrics::new(warmup, window_end, scenario.workloads.len()),
             quiet_from: window_end,
@@ -253,7 +302,9 @@ impl World {
         if self.finished() {
             return false;
         }
-        let Some((at, event)) = self.queue.pop() else { return false };
+        let Some((at, event)) = self.queue.pop() else {
+            return false;
+        };
         if at > horizon {
             return false;
         }
@@ -282,7 +333,11 @@ impl World {
             Event::ToStore { from, id, request } => self.on_store_request(from, id, request),
             Event::ToPeer { to, id, result } => self.on_reply(to, id, result),
             Event::Wake { machine } => self.on_wake(machine),
-            Event::AttemptDone { machine, job, serial } => self.on_attempt_done(machine, job, serial),
+            Event::AttemptDone {
+                machine,
+                job,
+                serial,
+            } => self.on_attempt_done(machine, job, serial),
             Event::ReaperTimer => self.on_reaper_timer(),
             Event::FaultStart { fault } => self.on_fault_start(fault as usize),
             Event::FaultEnd { fault } => self.on_fault_end(fault as usize),
@@ -297,6 +352,7 @@ impl World {
         let mut history = std::mem::take(&mut self.history);
         history.extend(self.redis.store.drain_history());
         for event in &history {
+            if std::env::var("DBG_JOB").is_ok_and(|j| format!("{:?}", event).contains(&format!("JobId({j})"))) { eprintln!("{:?}", event); }
             self.checker.observe(event);
             match *event {
                 HistoryEvent::Submitted { .. } => self.metrics.on_submitted(self.now),
@@ -308,7 +364,12 @@ impl World {
                         self.metrics.on_redistributed(at.since(lost_at));
                     }
                 }
-                HistoryEvent::Finished { job, state, at, ended } => self.on_job_finished(job, state, at, ended),
+                HistoryEvent::Finished {
+                    job,
+                    state,
+                    at,
+                    ended,
+                } => self.on_job_finished(job, state, at, ended),
                 _ => {}
             }
         }
@@ -316,11 +377,28 @@ impl World {
         self.history = history;
     }
 
-    fn on_job_finished(&mut self, job: JobId, state: drover_engine::core::StateName, at: Time, ended: Option<drover_engine::check::LeaseEnd>) {
+    fn on_job_finished(
+        &mut self,
+        job: JobId,
+        state: drover_engine::core::StateName,
+        at: Time,
+        ended: Option<drover_engine::check::LeaseEnd>,
+    ) {
         self.orphans.remove(&job);
-        let Some(sim) = self.jobs.remove(&job) else { return };
+        let Some(sim) = self.jobs.remove(&job) else {
+            return;
+        };
         let lease_at = sim.last_lease.map(|(_, t)| t);
-        self.metrics.on_finished(at, state, sim.submitted_at, lease_at, sim.workload as usize);
+        if std::env::var("DROVER_DEBUG").is_ok()
+            && lease_at.is_some_and(|l| l.since(sim.submitted_at).as_secs_f64() > 100.0)
+        {
+            eprintln!(
+                "job {job} logical {} submitted {:?} leased {:?} finished {at:?}",
+                sim.logical, sim.submitted_at, lease_at
+            );
+        }
+        self.metrics
+            .on_finished(at, state, sim.submitted_at, lease_at, sim.workload as usize);
         if state == drover_engine::core::StateName::Succeeded {
             self.metrics.ledger.jobs_succeeded += 1;
             if let (Some((token, gpu_s)), Some(end)) = (sim.last_done, ended) {
@@ -338,9 +416,11 @@ impl World {
     /// live, liveness failed for those submitted before the last fault healed.
     pub fn check_end(&mut self, end: Time, horizon: Time) {
         let store = &self.redis.store;
-        self.checker.check_nothing_lost(end, |job| store.job_state(job).map(|s| s.name()));
+        self.checker
+            .check_nothing_lost(end, |job| store.job_state(job).map(|s| s.name()));
         if !self.finished() {
-            self.checker.check_liveness(horizon.max(end), self.quiet_from, self.scenario.drain);
+            self.checker
+                .check_liveness(horizon.max(end), self.quiet_from, self.scenario.drain);
         }
     }
 

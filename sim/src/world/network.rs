@@ -6,7 +6,10 @@ use drover_engine::core::Span;
 
 impl World {
     pub(super) fn latency(&self, machine: u32) -> Span {
-        self.scenario.redis.latency.plus(self.machines[machine as usize].extra_latency)
+        self.scenario
+            .redis
+            .latency
+            .plus(self.machines[machine as usize].extra_latency)
     }
 
     pub(super) fn cut_off(&self, machine: u32) -> bool {

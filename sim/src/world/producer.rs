@@ -5,7 +5,7 @@
 use super::{faults::ActiveFault, Event, SimJob, World};
 use crate::scenario::{FaultKind, Persistence, Scenario};
 use crate::workload::sample;
-use drover_engine::core::{EngineConfig, JobSpec, Requirements, Span, Time};
+use drover_engine::core::{EngineConfig, JobSpec, Requirements, Span};
 use drover_engine::store::{Refusal, Reply, Request};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -18,8 +18,6 @@ pub struct Submission {
     pub logical: u64,
     pub workload: u16,
     pub service: Span,
-    /// When the producer first tried to submit it.
-    pub first_try: Time,
 }
 
 pub struct Producer {
@@ -36,7 +34,9 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(faults: &[ActiveFault], persistence: Persistence) -> Producer {
-        let restarts = faults.iter().any(|f| matches!(f.spec.kind, FaultKind::RedisRestart { .. }));
+        let restarts = faults
+            .iter()
+            .any(|f| matches!(f.spec.kind, FaultKind::RedisRestart { .. }));
         Producer {
             reconcile: restarts && persistence != Persistence::AofAlways,
             outstanding: FxHashMap::default(),
@@ -65,7 +65,14 @@ pub fn requirements(scenario: &Scenario, config: &EngineConfig) -> Vec<Arc<Requi
         .workloads
         .iter()
         .map(|w| {
-            let models = w.models.iter().filter_map(|name| config.model_id(name)).fold(Default::default(), |set: drover_engine::core::ModelSet, m| set.with(m));
+            let models = w
+                .models
+                .iter()
+                .filter_map(|name| config.model_id(name))
+                .fold(
+                    Default::default(),
+                    |set: drover_engine::core::ModelSet, m| set.with(m),
+                );
             let mut gpu_models = w.gpu_models.clone();
             gpu_models.sort();
             gpu_models.dedup();
@@ -85,7 +92,12 @@ pub fn requirements(scenario: &Scenario, config: &EngineConfig) -> Vec<Arc<Requi
 impl World {
     pub(super) fn schedule_next_arrival(&mut self, workload: usize) {
         match self.arrivals[workload].next(&mut self.streams.arrivals[workload]) {
-            Some(at) => self.queue.schedule(at, Event::Arrival { workload: workload as u16 }),
+            Some(at) => self.queue.schedule(
+                at,
+                Event::Arrival {
+                    workload: workload as u16,
+                },
+            ),
             None => self.arrivals_open -= 1,
         }
     }
@@ -95,7 +107,11 @@ impl World {
         let service = sample(&spec.service, &mut self.streams.service[workload]);
         let logical = self.producer.next_logical;
         self.producer.next_logical += 1;
-        let submission = Submission { logical, workload: workload as u16, service, first_try: self.now };
+        let submission = Submission {
+            logical,
+            workload: workload as u16,
+            service,
+        };
         self.submit(submission);
         self.schedule_next_arrival(workload);
     }
@@ -113,9 +129,16 @@ impl World {
             requirements: self.requirements[submission.workload as usize].clone(),
             max_attempts: workload.max_attempts,
             timeout: workload.timeout,
-            idempotency_key: self.producer.reconcile.then(|| format!("job-{}", submission.logical)),
+            idempotency_key: self
+                .producer
+                .reconcile
+                .then(|| format!("job-{}", submission.logical)),
         };
-        match self.redis.store.apply(self.now, Request::Submit(Box::new(spec))) {
+        match self
+            .redis
+            .store
+            .apply(self.now, Request::Submit(Box::new(spec)))
+        {
             Ok(Reply::Submitted { job, created }) => {
                 if created {
                     let sim = SimJob {
@@ -129,7 +152,11 @@ impl World {
                     self.jobs.insert(job, sim);
                 }
                 if self.producer.reconcile {
-                    let first = self.producer.outstanding.insert(submission.logical, submission).is_none();
+                    let first = self
+                        .producer
+                        .outstanding
+                        .insert(submission.logical, submission)
+                        .is_none();
                     self.producer.accepted += first as u64;
                 } else {
                     self.producer.accepted += 1;
@@ -149,7 +176,8 @@ impl World {
         self.producer.refused.push_back(submission);
         if !self.producer.retry_scheduled {
             self.producer.retry_scheduled = true;
-            self.queue.schedule(self.now.plus(RETRY_EVERY), Event::RetrySubmits);
+            self.queue
+                .schedule(self.now.plus(RETRY_EVERY), Event::RetrySubmits);
         }
     }
 
@@ -167,7 +195,8 @@ impl World {
         if !self.producer.reconcile {
             return;
         }
-        let mut outstanding: Vec<Submission> = self.producer.outstanding.values().copied().collect();
+        let mut outstanding: Vec<Submission> =
+            self.producer.outstanding.values().copied().collect();
         outstanding.sort_unstable_by_key(|s| s.logical);
         let before = self.jobs.len();
         for submission in outstanding {

@@ -19,7 +19,13 @@ impl SimRedis {
     pub fn new(config: EngineConfig, persistence: Persistence) -> SimRedis {
         let mut store = MemStore::new(config);
         store.record_history();
-        SimRedis { store, persistence, down_until: None, restarts: 0, jobs_dropped: 0 }
+        SimRedis {
+            store,
+            persistence,
+            down_until: None,
+            restarts: 0,
+            jobs_dropped: 0,
+        }
     }
 
     pub fn is_up(&self, now: Time) -> bool {
@@ -40,12 +46,15 @@ impl SimRedis {
         let live_before = before.queued + before.delayed + before.leased;
         let mut recovered = match self.persistence {
             Persistence::AofAlways => return,
-            Persistence::AofEverysec => synced.unwrap_or_else(|| MemStore::new(self.store.config().clone())),
+            Persistence::AofEverysec => {
+                synced.unwrap_or_else(|| MemStore::new(self.store.config().clone()))
+            }
             Persistence::None => MemStore::new(self.store.config().clone()),
         };
         recovered.record_history();
         let after = recovered.counts();
-        self.jobs_dropped += live_before.saturating_sub(after.queued + after.delayed + after.leased);
+        self.jobs_dropped +=
+            live_before.saturating_sub(after.queued + after.delayed + after.leased);
         debug_assert!(now >= Time::ZERO);
         self.store = recovered;
     }

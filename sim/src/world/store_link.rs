@@ -13,7 +13,14 @@ impl World {
             return;
         }
         let at = self.now.plus(self.latency(machine));
-        self.queue.schedule(at, Event::ToStore { from: Peer::Machine(machine), id, request });
+        self.queue.schedule(
+            at,
+            Event::ToStore {
+                from: Peer::Machine(machine),
+                id,
+                request,
+            },
+        );
     }
 
     pub(super) fn on_store_request(&mut self, from: Peer, id: u64, request: Request) {
@@ -34,14 +41,28 @@ impl World {
             return;
         }
         match from {
-            Peer::Reaper => self.queue.schedule(self.now, Event::ToPeer { to: from, id, result }),
+            Peer::Reaper => self.queue.schedule(
+                self.now,
+                Event::ToPeer {
+                    to: from,
+                    id,
+                    result,
+                },
+            ),
             Peer::Machine(m) => {
                 if self.cut_off(m) {
                     self.stats.requests_dropped += 1;
                     return;
                 }
                 let at = self.now.plus(self.latency(m));
-                self.queue.schedule(at, Event::ToPeer { to: from, id, result });
+                self.queue.schedule(
+                    at,
+                    Event::ToPeer {
+                        to: from,
+                        id,
+                        result,
+                    },
+                );
             }
         }
     }
@@ -67,7 +88,9 @@ impl World {
         self.absorb_history();
         let wakes: Vec<_> = self.redis.store.drain_wakes().collect();
         for store_id in wakes {
-            let Some(&m) = self.by_store_id.get(&store_id) else { continue };
+            let Some(&m) = self.by_store_id.get(&store_id) else {
+                continue;
+            };
             if self.machines[m as usize].agent.is_none() || self.cut_off(m) {
                 continue;
             }
@@ -95,7 +118,14 @@ impl World {
 
     pub(super) fn pump_reaper(&mut self) {
         while let Some((id, request)) = self.reaper.poll_send() {
-            self.queue.schedule(self.now, Event::ToStore { from: Peer::Reaper, id, request });
+            self.queue.schedule(
+                self.now,
+                Event::ToStore {
+                    from: Peer::Reaper,
+                    id,
+                    request,
+                },
+            );
         }
         self.rearm_reaper();
     }

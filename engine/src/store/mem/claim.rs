@@ -39,7 +39,7 @@ impl MemStore {
         offer: Offer,
     ) -> Result<Reply, Refusal> {
         self.ready_machine(machine)?;
-        if let Some((last_seq, granted)) = self.machines[machine.0 as usize].last_claim {
+        if let Some((last_seq, granted)) = self.machines[&machine].last_claim {
             if seq == last_seq {
                 return Ok(self.repeat_claim(machine, granted));
             }
@@ -51,7 +51,10 @@ impl MemStore {
         self.promote_due(self.config.reap_batch);
         self.stop_waiting(machine);
         let Some(class) = self.best_class(machine, &offer) else {
-            self.machines[machine.0 as usize].last_claim = Some((seq, None));
+            self.machines
+                .get_mut(&machine)
+                .expect("known machine")
+                .last_claim = Some((seq, None));
             self.start_waiting(machine, offer);
             return Ok(Reply::NoWork);
         };
@@ -61,7 +64,10 @@ impl MemStore {
             .expect("a non-empty class has a head");
         self.unqueue(job);
         let grant = self.lease(job, machine);
-        self.machines[machine.0 as usize].last_claim = Some((seq, Some((job, grant.token))));
+        self.machines
+            .get_mut(&machine)
+            .expect("known machine")
+            .last_claim = Some((seq, Some((job, grant.token))));
         Ok(Reply::Granted(grant))
     }
 
@@ -90,7 +96,7 @@ impl MemStore {
     }
 
     fn best_class(&mut self, machine: MachineId, offer: &Offer) -> Option<ClassId> {
-        let profile = self.machines[machine.0 as usize].profile;
+        let profile = self.machines[&machine].profile;
         let now = self.now;
         let mut best: Option<((i64, u64), ClassId)> = None;
         for &class in &self.nonempty {
@@ -148,7 +154,11 @@ impl MemStore {
             spec: record.spec.clone(),
         };
         self.lease_expiry.insert((record.expiry, job));
-        self.machines[machine.0 as usize].leases.push(job);
+        self.machines
+            .get_mut(&machine)
+            .expect("known machine")
+            .leases
+            .push(job);
         self.counts.leased += 1;
         self.emit(HistoryEvent::Leased {
             job,
@@ -161,7 +171,7 @@ impl MemStore {
 
     fn start_waiting(&mut self, machine: MachineId, offer: Offer) {
         let seq = self.next_seq();
-        let record = &mut self.machines[machine.0 as usize];
+        let record = self.machines.get_mut(&machine).expect("known machine");
         record.waiting = Some((seq, offer));
         self.waiting
             .entry(record.profile)
@@ -170,7 +180,7 @@ impl MemStore {
     }
 
     pub(super) fn stop_waiting(&mut self, machine: MachineId) {
-        let record = &mut self.machines[machine.0 as usize];
+        let record = self.machines.get_mut(&machine).expect("known machine");
         if let Some((seq, _)) = record.waiting.take() {
             let line = self
                 .waiting
@@ -197,9 +207,7 @@ impl MemStore {
             }
             let req = &self.classes[class.0 as usize].req;
             chosen = line.iter().take(WAKE_SCAN).find(|(_, m)| {
-                let (_, offer) = self.machines[m.0 as usize]
-                    .waiting
-                    .expect("in line, so waiting");
+                let (_, offer) = self.machines[m].waiting.expect("in line, so waiting");
                 offer_fits(req, &offer, &self.config)
             });
             if chosen.is_some() {
@@ -214,7 +222,7 @@ impl MemStore {
 
     /// The machine if it is registered and not lost.
     pub(super) fn ready_machine(&self, machine: MachineId) -> Result<(), Refusal> {
-        match self.machines.get(machine.0 as usize).map(|m| m.state) {
+        match self.machines.get(&machine).map(|m| m.state) {
             None => Err(Refusal::UnknownMachine(machine)),
             Some(MachineState::Ready) => Ok(()),
             Some(_) => Err(Refusal::MachineLost(machine)),

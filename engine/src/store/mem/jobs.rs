@@ -261,7 +261,11 @@ impl MemStore {
             panic!("end_lease of job {job} in state {:?}", record.state);
         };
         self.lease_expiry.remove(&(record.expiry, job));
-        let leases = &mut self.machines[machine.0 as usize].leases;
+        let leases = &mut self
+            .machines
+            .get_mut(&machine)
+            .expect("known machine")
+            .leases;
         if let Some(i) = leases.iter().position(|&j| j == job) {
             leases.swap_remove(i);
         }

@@ -13,7 +13,7 @@ impl MemStore {
         let expires = self.now.plus(self.config.machine_ttl);
         let machine = match self.machine_names.get(&spec.name) {
             Some(&machine) => {
-                let record = &mut self.machines[machine.0 as usize];
+                let record = self.machines.get_mut(&machine).expect("known machine");
                 self.machine_expiry.remove(&(record.expires, machine));
                 record.spec = Arc::new(spec);
                 record.profile = profile;
@@ -30,17 +30,23 @@ impl MemStore {
                         limit: limit as u64,
                     });
                 }
-                let machine = MachineId(self.machines.len() as u32);
+                // Ids follow the store clock as well as counting up, so that a store that lost
+                // its data never hands a live agent's old id to another machine.
+                self.last_machine = (self.last_machine + 1).max(self.now.0);
+                let machine = MachineId(self.last_machine);
                 self.machine_names.insert(spec.name.clone(), machine);
-                self.machines.push(MachineRecord {
-                    spec: Arc::new(spec),
-                    profile,
-                    state: MachineState::Ready,
-                    expires,
-                    leases: Vec::new(),
-                    last_claim: None,
-                    waiting: None,
-                });
+                self.machines.insert(
+                    machine,
+                    MachineRecord {
+                        spec: Arc::new(spec),
+                        profile,
+                        state: MachineState::Ready,
+                        expires,
+                        leases: Vec::new(),
+                        last_claim: None,
+                        waiting: None,
+                    },
+                );
                 machine
             }
         };
@@ -149,7 +155,7 @@ impl MemStore {
     }
 
     pub(super) fn deregister(&mut self, machine: MachineId) -> Result<Reply, Refusal> {
-        let Some(record) = self.machines.get(machine.0 as usize) else {
+        let Some(record) = self.machines.get(&machine) else {
             return Err(Refusal::UnknownMachine(machine));
         };
         if record.state == MachineState::Gone {
@@ -165,7 +171,7 @@ impl MemStore {
     /// machine that drains releases its jobs first).
     pub(super) fn retire(&mut self, machine: MachineId, state: MachineState) -> Revoked {
         self.stop_waiting(machine);
-        let record = &mut self.machines[machine.0 as usize];
+        let record = self.machines.get_mut(&machine).expect("known machine");
         self.machine_expiry.remove(&(record.expires, machine));
         record.state = state;
         let mut revoked = Revoked::default();
@@ -181,7 +187,7 @@ impl MemStore {
     /// The machine showed it is alive: push back its expiry.
     pub(super) fn touch(&mut self, machine: MachineId) {
         let expires = self.now.plus(self.config.machine_ttl);
-        let record = &mut self.machines[machine.0 as usize];
+        let record = self.machines.get_mut(&machine).expect("known machine");
         if record.expires != expires {
             self.machine_expiry.remove(&(record.expires, machine));
             self.machine_expiry.insert((expires, machine));
