@@ -195,3 +195,7 @@ fn progress_bar() -> Option<ProgressBar> {
     });
     Some(bar)
 }
+
+// The simulator allocates and frees many small objects per event; mimalloc keeps that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// Most attempts one machine runs at once, whatever their GPU needs.
 pub const MAX_RUNNING: usize = 64;
 
+/// Most outcomes sent in one round trip (the store's batch limit is far above).
+const MAX_OUTCOMES_PER_BATCH: usize = 32;
+
 #[derive(Clone, Debug)]
 pub enum Input {
     /// The store answered request `id`.
@@ -275,14 +278,14 @@ impl Agent {
         }
     }
 
-    /// What to say to the store next, most urgent first.
+    /// What to say to the store next, in one round trip: outcomes first, then the heartbeat
+    /// if due, then a claim if there is room (or the goodbye of a drained machine).
     fn next_request(&mut self, now: Time) -> Option<Request> {
         let Some(machine) = self.machine else {
             return Some(Request::Register(Box::new(self.spec.clone())));
         };
-        if let Some(request) = self.outbox.pop_front() {
-            return Some(request);
-        }
+        let take = self.outbox.len().min(MAX_OUTCOMES_PER_BATCH);
+        let mut batch: Vec<Request> = self.outbox.drain(..take).collect();
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.plus(self.config.heartbeat);
             let leases = self
@@ -293,27 +296,39 @@ impl Agent {
                     token: r.token,
                 })
                 .collect();
-            return Some(Request::Heartbeat { machine, leases });
+            batch.push(Request::Heartbeat { machine, leases });
         }
         if self.draining {
-            return self
-                .running
-                .is_empty()
-                .then_some(Request::Deregister { machine });
+            if self.running.is_empty() && self.outbox.is_empty() {
+                batch.push(Request::Deregister { machine });
+            }
+        } else if self.idle_until.is_none() && self.has_capacity() {
+            self.claim_seq += 1;
+            batch.push(Request::Claim {
+                machine,
+                seq: self.claim_seq,
+                offer: self.offer(),
+            });
         }
-        if self.idle_until.is_some() || !self.has_capacity() {
-            return None;
+        match batch.len() {
+            0 => None,
+            1 => batch.pop(),
+            _ => Some(Request::Batch(batch)),
         }
-        self.claim_seq += 1;
-        Some(Request::Claim {
-            machine,
-            seq: self.claim_seq,
-            offer: self.offer(),
-        })
     }
 
     fn on_reply(&mut self, now: Time, request: Request, result: Result<Reply, Refusal>) {
         match (request, result) {
+            (Request::Batch(requests), Ok(Reply::Batch(results))) => {
+                for (request, result) in requests.into_iter().zip(results) {
+                    self.on_reply(now, request, result);
+                }
+            }
+            (Request::Batch(requests), Err(refusal)) => {
+                for request in requests {
+                    self.on_reply(now, request, Err(refusal.clone()));
+                }
+            }
             (_, Err(Refusal::MachineLost(_) | Refusal::UnknownMachine(_))) => self.machine = None,
             (Request::Register(_), Ok(Reply::Registered { machine })) => {
                 self.machine = Some(machine);
@@ -335,9 +350,13 @@ impl Agent {
                     }
                 }
             }
-            (Request::Claim { .. }, Ok(Reply::Granted(grant))) => self.start(now, grant),
-            (Request::Claim { .. }, Ok(Reply::NoWork)) => {
-                self.idle_until = Some(now.plus(self.config.idle_recheck));
+            (Request::Claim { .. }, Ok(Reply::Claimed { grants, idle })) => {
+                for grant in grants {
+                    self.start(now, grant);
+                }
+                if idle {
+                    self.idle_until = Some(now.plus(self.config.idle_recheck));
+                }
             }
             (Request::Complete { .. } | Request::Release { .. }, Err(_)) => {
                 self.stats.stale_outcomes += 1

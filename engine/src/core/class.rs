@@ -5,6 +5,7 @@
 //! resources of an offer are judged per claim.
 
 use super::config::EngineConfig;
+use super::ids::ModelSet;
 use super::labels::{canonicalize, labels_match};
 use super::model::{JobSpec, Offer, Profile, Requirements, MAX_PRIORITY};
 use super::time::Span;
@@ -28,6 +29,17 @@ pub fn offer_fits(req: &Requirements, offer: &Offer, config: &EngineConfig) -> b
         req.gpus <= offer.free_gpus && (req.gpus == 0 || req.gpu_mem_gb <= offer.gpu_mem_gb);
     let download = config.download_gb(req.models.minus(offer.cached));
     gpus_ok && req.disk_gb.saturating_add(download) <= offer.free_disk_gb
+}
+
+/// What is left of `offer` once a job of `req` takes its share (its models now cached).
+pub fn offer_after(offer: &Offer, req: &Requirements, config: &EngineConfig) -> Offer {
+    let download = config.download_gb(req.models.minus(offer.cached));
+    Offer {
+        free_gpus: offer.free_gpus.saturating_sub(req.gpus),
+        gpu_mem_gb: offer.gpu_mem_gb,
+        free_disk_gb: offer.free_disk_gb.saturating_sub(req.disk_gb + download),
+        cached: ModelSet(offer.cached.0 | req.models.0),
+    }
 }
 
 /// A field of a submitted job that cannot be accepted.

@@ -71,6 +71,10 @@ pub struct Limits {
     pub max_machines: u32,
     /// Leases one heartbeat may renew.
     pub max_leases_per_heartbeat: u32,
+    /// Requests one batch may carry.
+    pub max_batch: u32,
+    /// Leases one claim may grant.
+    pub max_grants_per_claim: u32,
 }
 
 /// Weights of the claim policy, in thousandths of a priority point.
@@ -128,6 +132,8 @@ impl Default for Limits {
             max_classes: 10_000,
             max_machines: 100_000,
             max_leases_per_heartbeat: 256,
+            max_batch: 256,
+            max_grants_per_claim: 16,
         }
     }
 }

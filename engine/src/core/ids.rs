@@ -68,8 +68,14 @@ impl ModelSet {
         self.0 == 0
     }
     pub fn iter(self) -> impl Iterator<Item = ModelId> {
-        (0..MAX_MODELS as u8)
-            .map(ModelId)
-            .filter(move |&m| self.contains(m))
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            if rest == 0 {
+                return None;
+            }
+            let bit = rest.trailing_zeros();
+            rest &= rest - 1;
+            Some(ModelId(bit as u8))
+        })
     }
 }

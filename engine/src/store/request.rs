@@ -24,8 +24,9 @@ pub enum Request {
         machine: MachineId,
         leases: Vec<LeaseRef>,
     },
-    /// Lease the best job that fits `offer`. A repeated `seq` returns the first answer, so a
-    /// claim whose reply was lost does not strand a second lease.
+    /// Lease the best jobs that fit `offer`, best first, as many as fit (up to
+    /// `Limits::max_grants_per_claim`). A repeated `seq` returns the first answer, so a claim
+    /// whose reply was lost does not strand more leases.
     Claim {
         machine: MachineId,
         seq: u64,
@@ -41,6 +42,10 @@ pub enum Request {
     Release { job: JobId, token: Token },
     /// One bounded reaper pass.
     Reap { max: u32 },
+    /// Several requests in one round trip, applied in order, each atomically on its own (a
+    /// pipeline, not a transaction). Each is idempotent, so a repeated batch is too. An agent
+    /// sends its outcomes, heartbeat and next claim together. Batches do not nest.
+    Batch(Vec<Request>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,14 +75,20 @@ pub enum Reply {
     Heartbeat {
         leases: Vec<LeaseStatus>,
     },
-    Granted(Grant),
-    NoWork,
+    /// The leases granted, best first. `idle`: the offer has room left that no queued job
+    /// fits; the machine now waits for a wake-up.
+    Claimed {
+        grants: Vec<Grant>,
+        idle: bool,
+    },
     /// The outcome is recorded (now or by an earlier copy of the request); the job's state.
     Recorded {
         state: StateName,
     },
     Released,
     Reaped(ReapReport),
+    /// One result per request of a `Batch`, in order.
+    Batch(Vec<Result<Reply, Refusal>>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -113,7 +113,6 @@ impl World {
 
     pub(super) fn on_fault_start(&mut self, fault: usize) {
         let kind = self.faults[fault].spec.kind.clone();
-        if std::env::var("DBG_JOB").is_ok() { eprintln!("{:?} fault {kind:?}", self.now); }
         if let FaultKind::RedisRestart { downtime } = kind {
             self.crash_redis(downtime);
             return;
@@ -209,7 +208,6 @@ impl World {
 
     /// aof-everysec: remember what Redis has written to disk by now.
     pub(super) fn on_fsync(&mut self) {
-        if std::env::var("DBG_JOB").is_ok() { eprintln!("{:?} fsync", self.now); }
         if self.redis.persistence == crate::scenario::Persistence::AofEverysec {
             self.snapshot = Some(Snapshot {
                 store: self.redis.store.clone(),

@@ -148,6 +148,16 @@ impl World {
             return;
         }
         record.timer = None;
+        let due = record
+            .agent
+            .as_ref()
+            .and_then(|a| a.next_timeout())
+            .is_some_and(|t| t <= now);
+        if !due {
+            // Woken early (the agent's next deadline moved later): just set the timer again.
+            self.process_agent(machine);
+            return;
+        }
         if record.timer_repeats.0 == now {
             record.timer_repeats.1 += 1;
             assert!(
@@ -193,13 +203,13 @@ impl World {
                 }
             }
         }
+        // Timers are set lazily: only a deadline earlier than the one pending needs an event;
+        // when a pending event finds the deadline moved later, it sets the timer again.
         let record = &mut self.machines[m];
         let next = record.agent.as_ref().and_then(|a| a.next_timeout());
-        if next != record.timer {
-            record.timer = next;
-            if let Some(at) = next {
-                self.queue.schedule(at, Event::AgentTimer { machine });
-            }
+        if let Some(at) = next.filter(|&at| record.timer.is_none_or(|pending| at < pending)) {
+            record.timer = Some(at);
+            self.queue.schedule(at, Event::AgentTimer { machine });
         }
     }
 
@@ -281,10 +291,22 @@ impl World {
     fn start_ghost_attempt(&mut self, machine: u32, job: JobId, token: Token, gpus: u32) {
         self.stats.ghost_attempts += 1;
         self.next_serial += 1;
-        let attempt = Attempt { token, serial: self.next_serial, gpus, started: self.now, outcome: Outcome::Succeeded };
+        let attempt = Attempt {
+            token,
+            serial: self.next_serial,
+            gpus,
+            started: self.now,
+            outcome: Outcome::Succeeded,
+        };
         self.machines[machine as usize].running.insert(job, attempt);
         let capacity = self.scenario.pools[self.machines[machine as usize].pool as usize].gpus;
-        let event = HistoryEvent::Started { machine: MachineId(machine as u64), job, gpus, capacity, at: self.now };
+        let event = HistoryEvent::Started {
+            machine: MachineId(machine as u64),
+            job,
+            gpus,
+            capacity,
+            at: self.now,
+        };
         self.checker.observe(&event);
     }
 

@@ -53,12 +53,12 @@ pub enum Event {
     ToStore {
         from: Peer,
         id: u64,
-        request: Request,
+        request: Box<Request>,
     },
     ToPeer {
         to: Peer,
         id: u64,
-        result: Result<Reply, Refusal>,
+        result: Box<Result<Reply, Refusal>>,
     },
     Wake {
         machine: u32,
@@ -126,6 +126,7 @@ fn request_tag(request: &Request) -> u64 {
         Request::Complete { job, token, .. } => 8 | (job.0 ^ token.0) << 8,
         Request::Release { job, .. } => 9 | job.0 << 8,
         Request::Reap { .. } => 10,
+        Request::Batch(requests) => 11 | (requests.len() as u64) << 8,
     }
 }
 
@@ -205,6 +206,9 @@ pub struct WorldStats {
     pub resubmitted: u64,
     pub submissions_refused: u64,
     pub attempts: u64,
+    /// Events taken, by kind (the trace tag: 1 arrival, 2 machine up, 3 death, 4 agent timer,
+    /// 5 request, 6 reply, 7 wake, 8 attempt done, 9 reaper, 10-11 faults, 12 Redis up, 13 fsync, 14 submit retry).
+    pub events_by_kind: [u64; 16],
     /// Attempts of jobs a Redis restart forgot after granting them.
     pub ghost_attempts: u64,
     pub gpu_ooms: u64,
@@ -310,6 +314,7 @@ impl World {
         }
         self.now = at;
         let (tag, a, b, c) = event.trace_key();
+        self.stats.events_by_kind[tag as usize] += 1;
         self.trace.record(at.0, tag, a, b, c);
         self.handle(event);
         true
@@ -330,8 +335,8 @@ impl World {
             Event::MachineUp { machine } => self.on_machine_up(machine),
             Event::MachineDeath { machine } => self.on_machine_death(machine),
             Event::AgentTimer { machine } => self.on_agent_timer(machine),
-            Event::ToStore { from, id, request } => self.on_store_request(from, id, request),
-            Event::ToPeer { to, id, result } => self.on_reply(to, id, result),
+            Event::ToStore { from, id, request } => self.on_store_request(from, id, *request),
+            Event::ToPeer { to, id, result } => self.on_reply(to, id, *result),
             Event::Wake { machine } => self.on_wake(machine),
             Event::AttemptDone {
                 machine,
@@ -352,7 +357,6 @@ impl World {
         let mut history = std::mem::take(&mut self.history);
         history.extend(self.redis.store.drain_history());
         for event in &history {
-            if std::env::var("DBG_JOB").is_ok_and(|j| format!("{:?}", event).contains(&format!("JobId({j})"))) { eprintln!("{:?}", event); }
             self.checker.observe(event);
             match *event {
                 HistoryEvent::Submitted { .. } => self.metrics.on_submitted(self.now),

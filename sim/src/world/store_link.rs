@@ -18,7 +18,7 @@ impl World {
             Event::ToStore {
                 from: Peer::Machine(machine),
                 id,
-                request,
+                request: Box::new(request),
             },
         );
     }
@@ -46,7 +46,7 @@ impl World {
                 Event::ToPeer {
                     to: from,
                     id,
-                    result,
+                    result: Box::new(result),
                 },
             ),
             Peer::Machine(m) => {
@@ -60,7 +60,7 @@ impl World {
                     Event::ToPeer {
                         to: from,
                         id,
-                        result,
+                        result: Box::new(result),
                     },
                 );
             }
@@ -123,7 +123,7 @@ impl World {
                 Event::ToStore {
                     from: Peer::Reaper,
                     id,
-                    request,
+                    request: Box::new(request),
                 },
             );
         }

@@ -3,7 +3,7 @@
 
 use super::{ClassRecord, MachineState, MemStore, ProfileRecord};
 use crate::check::history::HistoryEvent;
-use crate::core::class::{offer_fits, profile_allows};
+use crate::core::class::{offer_after, offer_fits, profile_allows};
 use crate::core::policy::{better, score, Head};
 use crate::core::{ClassId, EngineConfig, JobId, JobState, MachineId, Offer, ProfileId, Token};
 use crate::store::request::{Grant, Refusal, Reply};
@@ -39,60 +39,74 @@ impl MemStore {
         offer: Offer,
     ) -> Result<Reply, Refusal> {
         self.ready_machine(machine)?;
-        if let Some((last_seq, granted)) = self.machines[&machine].last_claim {
-            if seq == last_seq {
-                return Ok(self.repeat_claim(machine, granted));
+        if let Some((last_seq, granted, idle)) = &self.machines[&machine].last_claim {
+            if seq == *last_seq {
+                let (granted, idle) = (granted.clone(), *idle);
+                return Ok(self.repeat_claim(machine, &granted, idle));
             }
-            if seq < last_seq {
-                return Ok(Reply::NoWork);
+            if seq < *last_seq {
+                return Ok(Reply::Claimed {
+                    grants: Vec::new(),
+                    idle: false,
+                });
             }
         }
         self.touch(machine);
         self.promote_due(self.config.reap_batch);
         self.stop_waiting(machine);
-        let Some(class) = self.best_class(machine, &offer) else {
-            self.machines
-                .get_mut(&machine)
-                .expect("known machine")
-                .last_claim = Some((seq, None));
-            self.start_waiting(machine, offer);
-            return Ok(Reply::NoWork);
-        };
-        let (_, &(job, _)) = self.classes[class.0 as usize]
-            .queue
-            .first_key_value()
-            .expect("a non-empty class has a head");
-        self.unqueue(job);
-        let grant = self.lease(job, machine);
+        let mut left = offer;
+        let mut grants = Vec::new();
+        let max_grants = self.config.limits.max_grants_per_claim as usize;
+        let mut idle = false;
+        while grants.len() < max_grants {
+            let Some(class) = self.best_class(machine, &left) else {
+                // A machine whose GPUs are all taken now is busy, not idle: it claims again
+                // when one frees up.
+                idle = !(offer.free_gpus > 0 && left.free_gpus == 0);
+                break;
+            };
+            let (_, &(job, _)) = self.classes[class.0 as usize]
+                .queue
+                .first_key_value()
+                .expect("a non-empty class has a head");
+            self.unqueue(job);
+            left = offer_after(&left, &self.classes[class.0 as usize].req, &self.config);
+            grants.push(self.lease(job, machine));
+        }
+        let granted = grants.iter().map(|g| (g.job, g.token)).collect();
         self.machines
             .get_mut(&machine)
             .expect("known machine")
-            .last_claim = Some((seq, Some((job, grant.token))));
-        Ok(Reply::Granted(grant))
+            .last_claim = Some((seq, granted, idle));
+        if idle {
+            self.start_waiting(machine, left);
+        }
+        Ok(Reply::Claimed { grants, idle })
     }
 
-    /// The answer to a claim seen before: its grant if that lease still stands.
-    fn repeat_claim(&self, machine: MachineId, granted: Option<(JobId, Token)>) -> Reply {
-        let Some((job, token)) = granted else {
-            return Reply::NoWork;
-        };
-        let Some(record) = self.jobs.get(&job) else {
-            return Reply::NoWork;
-        };
-        match record.state {
-            JobState::Leased {
-                machine: holder,
-                token: live,
-                deadline,
-            } if holder == machine && live == token => Reply::Granted(Grant {
-                job,
-                token,
-                attempt: record.attempt,
-                deadline,
-                spec: record.spec.clone(),
-            }),
-            _ => Reply::NoWork,
-        }
+    /// The answer to a claim seen before: its grants whose leases still stand.
+    fn repeat_claim(&self, machine: MachineId, granted: &[(JobId, Token)], idle: bool) -> Reply {
+        let grants = granted
+            .iter()
+            .filter_map(|&(job, token)| {
+                let record = self.jobs.get(&job)?;
+                match record.state {
+                    JobState::Leased {
+                        machine: holder,
+                        token: live,
+                        deadline,
+                    } if holder == machine && live == token => Some(Grant {
+                        job,
+                        token,
+                        attempt: record.attempt,
+                        deadline,
+                        spec: record.spec.clone(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        Reply::Claimed { grants, idle }
     }
 
     fn best_class(&mut self, machine: MachineId, offer: &Offer) -> Option<ClassId> {

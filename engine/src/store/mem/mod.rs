@@ -75,8 +75,8 @@ struct MachineRecord {
     state: MachineState,
     expires: Time,
     leases: Vec<JobId>,
-    /// The last claim's sequence number and what it granted.
-    last_claim: Option<(u64, Option<(JobId, Token)>)>,
+    /// The last claim's sequence number, what it granted, and whether it left the machine idle.
+    last_claim: Option<(u64, Vec<(JobId, Token)>, bool)>,
     /// While idle and waiting for a wake-up: the offer it last made and its place in line.
     waiting: Option<(u64, Offer)>,
 }
@@ -201,7 +201,26 @@ impl MemStore {
             } => self.complete(job, token, &outcome),
             Request::Release { job, token } => self.release(job, token),
             Request::Reap { max } => Ok(Reply::Reaped(self.reap(max))),
+            Request::Batch(requests) => self.batch(now, requests),
         }
+    }
+
+    fn batch(&mut self, now: Time, requests: Vec<Request>) -> Result<Reply, Refusal> {
+        let limit = self.config.limits.max_batch;
+        if requests.len() > limit as usize {
+            return Err(Refusal::Full {
+                what: "requests per batch",
+                limit: limit as u64,
+            });
+        }
+        if requests.iter().any(|r| matches!(r, Request::Batch(_))) {
+            return Err(Refusal::Invalid(crate::core::class::InvalidJob {
+                field: "batch".into(),
+                reason: "batches do not nest".into(),
+            }));
+        }
+        let results = requests.into_iter().map(|r| self.apply(now, r)).collect();
+        Ok(Reply::Batch(results))
     }
 
     fn emit(&mut self, event: HistoryEvent) {

@@ -76,8 +76,13 @@ fn claim(
             offer: o,
         },
     ) {
-        Ok(Reply::Granted(g)) => Some((g.job, g.token)),
-        Ok(Reply::NoWork) => None,
+        Ok(Reply::Claimed { grants, .. }) => {
+            assert!(
+                grants.len() <= 1,
+                "one GPU offered per claim in these tests"
+            );
+            grants.first().map(|g| (g.job, g.token))
+        }
         other => panic!("claim: {other:?}"),
     }
 }
@@ -231,20 +236,45 @@ fn stale_tokens_are_refused_and_repeats_are_idempotent() {
 }
 
 #[test]
-fn a_repeated_claim_returns_the_same_lease() {
+fn a_repeated_claim_returns_the_same_leases() {
     let mut store = MemStore::new(config());
-    let m = register(&mut store, secs(0), machine("a", 2, 80));
-    submit(&mut store, secs(0), job(1, 8));
-    submit(&mut store, secs(0), job(1, 8));
-    let first = claim(&mut store, secs(1), m, 7, offer(2, 80));
-    let repeat = claim(&mut store, secs(1), m, 7, offer(2, 80));
-    assert_eq!(first, repeat);
+    let m = register(&mut store, secs(0), machine("a", 4, 80));
+    for _ in 0..3 {
+        submit(&mut store, secs(0), job(1, 8));
+    }
+    let claim_two = |store: &mut MemStore, seq| {
+        store.apply(
+            secs(1),
+            Request::Claim {
+                machine: m,
+                seq,
+                offer: offer(2, 80),
+            },
+        )
+    };
+    let first = claim_two(&mut store, 7).unwrap();
+    let Reply::Claimed {
+        grants,
+        idle: false,
+    } = &first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        grants.len(),
+        2,
+        "two GPUs offered, two one-GPU jobs granted"
+    );
+    assert_eq!(claim_two(&mut store, 7).unwrap(), first);
     assert_eq!(
         store.counts().leased,
-        1,
-        "the lost reply did not strand a second lease"
+        2,
+        "the lost reply did not strand more leases"
     );
-    assert_ne!(claim(&mut store, secs(1), m, 8, offer(1, 80)), first);
+    let Ok(Reply::Claimed { grants, idle: true }) = claim_two(&mut store, 8) else {
+        panic!()
+    };
+    assert_eq!(grants.len(), 1, "one job left; the rest of the offer waits");
 }
 
 #[test]
