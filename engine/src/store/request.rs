@@ -32,7 +32,9 @@ pub enum Request {
         seq: u64,
         offer: Offer,
     },
-    /// Record an attempt's outcome, fenced by its token. Repeating it is answered `Recorded`.
+    /// Record an attempt's outcome, fenced by its token. A repeat of the job's latest recorded
+    /// outcome (or release) is answered `Recorded` and changes nothing; any other token that is
+    /// not the live lease's is `Stale`.
     Complete {
         job: JobId,
         token: Token,

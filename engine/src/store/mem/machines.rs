@@ -13,6 +13,8 @@ impl MemStore {
         let expires = self.now.plus(self.config.machine_ttl);
         let machine = match self.machine_names.get(&spec.name) {
             Some(&machine) => {
+                // Its place in an idle line belongs to its old profile.
+                self.stop_waiting(machine);
                 let record = self.machines.get_mut(&machine).expect("known machine");
                 self.machine_expiry.remove(&(record.expires, machine));
                 record.spec = Arc::new(spec);

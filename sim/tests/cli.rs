@@ -1,0 +1,112 @@
+//! The command line: JSON fields, exit status 2 with file, line and field for bad input.
+
+use std::process::Command;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drover-sim"))
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn run_json_has_every_field_and_exit_zero() {
+    let out = sim()
+        .args(["run", &scenario("partition.toml"), "--json", "--seed", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for field in [
+        "scenario",
+        "seed",
+        "digest",
+        "events",
+        "jobs_simulated",
+        "wall_s",
+        "events_per_sec",
+        "jobs_per_sec",
+        "utilization",
+        "cost_per_job",
+        "violations",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}");
+    }
+    for field in [
+        "submitted",
+        "succeeded",
+        "dead",
+        "cancelled",
+        "timed_out",
+        "unworkable",
+        "in_flight",
+        "lost",
+    ] {
+        assert!(report["jobs"].get(field).is_some(), "missing jobs.{field}");
+    }
+    for field in ["mean", "p50", "p90", "p99", "max"] {
+        assert!(
+            report["wait_s"][field].is_number() && report["jct_s"][field].is_number(),
+            "missing {field}"
+        );
+    }
+    assert_eq!(report["seed"], 5);
+    assert_eq!(report["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("drover-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"x\"\nseed = 1\nduration = \"1h\"\nwarmup = \"2h\"\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:"), "{stderr}");
+    let missing = sim().args(["run", "no/such/file.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let seeds = sim()
+        .args(["sweep", &scenario("partition.toml"), "--seeds", "5..2"])
+        .output()
+        .unwrap();
+    assert_eq!(seeds.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&seeds.stderr).contains("--seeds"));
+}
+
+#[test]
+fn sweep_reports_seeds_and_passes() {
+    let out = sim()
+        .args([
+            "sweep",
+            &scenario("chaos-mix.toml"),
+            "--seeds",
+            "0..4",
+            "--chaos",
+            "30",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 4);
+    assert_eq!(report["failing"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,105 @@
+//! The simulator must reproduce queueing theory: M/M/c queues (Poisson arrivals, exponential
+//! service, c single-GPU machines, no latency, no faults) give Erlang C's probability of waiting
+//! and mean wait, and Little's law holds.
+
+use drover_sim::run::{run, RunReport};
+use drover_sim::scenario::Scenario;
+use std::sync::Arc;
+
+/// Erlang C for M/M/c: (probability of waiting, mean wait in queue).
+fn erlang_c(lambda: f64, mu: f64, c: u32) -> (f64, f64) {
+    let a = lambda / mu;
+    let rho = a / c as f64;
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..c {
+        term *= a / k as f64;
+        sum += term;
+    }
+    let last = term * a / c as f64 / (1.0 - rho);
+    let p_wait = last / (sum + last);
+    (p_wait, p_wait / (c as f64 * mu - lambda))
+}
+
+fn mmc(c: u32, lambda: f64, duration_s: u64, seed: u64) -> RunReport {
+    let text = format!(
+        r#"
+name = "mm{c}"
+seed = {seed}
+duration = "{duration_s}s"
+warmup = "{warmup}s"
+[redis]
+latency = "0s"
+persistence = "aof-always"
+[[pool]]
+name = "gpu"
+machines = {c}
+gpus = 1
+[[workload]]
+name = "mm"
+arrivals = {{ dist = "poisson", rate_per_s = {lambda} }}
+service = {{ dist = "exponential", mean = "1s" }}
+"#,
+        warmup = duration_s / 50
+    );
+    let scenario = Scenario::parse(&text, "mmc.toml").expect("the M/M/c scenario is valid");
+    run(Arc::new(scenario), seed, None, |_| {})
+}
+
+fn assert_within(what: &str, measured: f64, expected: f64, tolerance: f64) {
+    let error = (measured / expected - 1.0).abs();
+    assert!(
+        error <= tolerance,
+        "{what}: measured {measured:.4}, expected {expected:.4} ({:.1}% off, allowed {:.0}%)",
+        error * 100.0,
+        tolerance * 100.0
+    );
+}
+
+#[test]
+fn erlang_c_formula_matches_the_textbook_values() {
+    let (p_wait, wq) = erlang_c(8.0, 1.0, 10);
+    assert!((p_wait - 0.409).abs() < 0.001, "{p_wait}");
+    assert!((wq - 0.2046).abs() < 0.0005, "{wq}");
+    let (p1, w1) = erlang_c(0.8, 1.0, 1);
+    assert!((p1 - 0.8).abs() < 1e-9 && (w1 - 4.0).abs() < 1e-9);
+}
+
+#[test]
+fn mm10_lambda_8_matches_erlang_c_and_littles_law() {
+    let (p_wait, wq) = erlang_c(8.0, 1.0, 10);
+    let report = mmc(10, 8.0, 60_000, 1);
+    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
+    assert_within("M/M/10 mean wait", report.wait_s.mean, wq, 0.05);
+    assert_within("M/M/10 P(wait)", report.p_wait, p_wait, 0.05);
+    let little = report.little;
+    assert_within(
+        "Little's law L = lambda W",
+        little.mean_in_system,
+        little.arrival_rate * little.mean_time_in_system_s,
+        0.02,
+    );
+    assert_within(
+        "M/M/10 mean time in system",
+        little.mean_time_in_system_s,
+        wq + 1.0,
+        0.03,
+    );
+}
+
+#[test]
+fn mm1_rho_0_8_matches_erlang_c() {
+    let (p_wait, wq) = erlang_c(0.8, 1.0, 1);
+    let report = mmc(1, 0.8, 700_000, 2);
+    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
+    assert!(report.jobs.succeeded > 500_000);
+    assert_within("M/M/1 mean wait", report.wait_s.mean, wq, 0.05);
+    assert_within("M/M/1 P(wait)", report.p_wait, p_wait, 0.05);
+    let little = report.little;
+    assert_within(
+        "Little's law L = lambda W",
+        little.mean_in_system,
+        little.arrival_rate * little.mean_time_in_system_s,
+        0.02,
+    );
+}
