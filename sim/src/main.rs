@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: &PathBuf) -> anyhow::Result<Arc<Scenario>> {
+fn load(file: &std::path::Path) -> anyhow::Result<Arc<Scenario>> {
     Ok(Arc::new(Scenario::load(file)?))
 }
 

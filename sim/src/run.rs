@@ -74,7 +74,7 @@ pub fn run(
     let mut steps: u64 = 0;
     while world.step(horizon) {
         steps += 1;
-        if steps % (1 << 16) == 0 {
+        if steps.is_multiple_of(1 << 16) {
             progress(world.now().0 as f64 / horizon.0.max(1) as f64);
         }
     }

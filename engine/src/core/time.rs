@@ -116,13 +116,13 @@ impl fmt::Display for Span {
         let us = self.0;
         if us == 0 {
             write!(f, "0s")
-        } else if us % 3_600_000_000 == 0 {
+        } else if us.is_multiple_of(3_600_000_000) {
             write!(f, "{}h", us / 3_600_000_000)
-        } else if us % 60_000_000 == 0 {
+        } else if us.is_multiple_of(60_000_000) {
             write!(f, "{}m", us / 60_000_000)
-        } else if us % 1_000_000 == 0 {
+        } else if us.is_multiple_of(1_000_000) {
             write!(f, "{}s", us / 1_000_000)
-        } else if us % 1_000 == 0 {
+        } else if us.is_multiple_of(1_000) {
             write!(f, "{}ms", us / 1_000)
         } else {
             write!(f, "{us}us")

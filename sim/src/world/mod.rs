@@ -120,7 +120,7 @@ fn request_tag(request: &Request) -> u64 {
         Request::Cancel { job } => 2 | job.0 << 8,
         Request::Get { job } => 3 | job.0 << 8,
         Request::Register(_) => 4,
-        Request::Deregister { machine } => 5 | (machine.0 as u64) << 8,
+        Request::Deregister { machine } => 5 | machine.0 << 8,
         Request::Heartbeat { leases, .. } => 6 | (leases.len() as u64) << 8,
         Request::Claim { seq, .. } => 7 | seq << 8,
         Request::Complete { job, token, .. } => 8 | (job.0 ^ token.0) << 8,

@@ -75,11 +75,14 @@ struct MachineRecord {
     state: MachineState,
     expires: Time,
     leases: Vec<JobId>,
-    /// The last claim's sequence number, what it granted, and whether it left the machine idle.
-    last_claim: Option<(u64, Vec<(JobId, Token)>, bool)>,
+    last_claim: Option<LastClaim>,
     /// While idle and waiting for a wake-up: the offer it last made and its place in line.
     waiting: Option<(u64, Offer)>,
 }
+
+/// A machine's last claim: its sequence number, what it granted, and whether it left the
+/// machine idle. A repeat of that claim is answered from here.
+type LastClaim = (u64, Vec<(JobId, Token)>, bool);
 
 /// Counts of jobs by live state, kept exact on every transition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

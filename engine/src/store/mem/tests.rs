@@ -494,8 +494,10 @@ fn idempotency_keys_return_the_first_job_until_purged() {
 
 #[test]
 fn limits_refuse_with_the_limit_named() {
-    let mut limits = crate::core::config::Limits::default();
-    limits.max_jobs = 1;
+    let limits = crate::core::config::Limits {
+        max_jobs: 1,
+        ..Default::default()
+    };
     let mut store = MemStore::new(EngineConfig { limits, ..config() });
     submit(&mut store, secs(0), job(1, 8));
     assert_eq!(
