@@ -82,9 +82,9 @@ const DISTS: &[(&str, &[&str])] = &[
 const FAULTS: &[(&str, &[&str])] = &[
     ("kill", &["pool", "fraction", "count"]),
     ("partition", &["pool", "fraction", "duration"]),
-    ("redis-restart", &["downtime"]),
-    ("disk-full", &["pool", "fraction", "duration", "fill_gb"]),
-    ("gpu-oom", &["pool", "fraction", "duration", "leak_gb"]),
+    ("redis_restart", &["downtime"]),
+    ("disk_full", &["pool", "fraction", "duration", "fill_gb"]),
+    ("gpu_oom", &["pool", "fraction", "duration", "leak_gb"]),
     ("latency", &["pool", "fraction", "duration", "latency"]),
 ];
 

@@ -372,9 +372,9 @@ impl FaultKind {
         match self {
             FaultKind::Kill { .. } => "kill",
             FaultKind::Partition { .. } => "partition",
-            FaultKind::RedisRestart { .. } => "redis-restart",
-            FaultKind::DiskFull { .. } => "disk-full",
-            FaultKind::GpuOom { .. } => "gpu-oom",
+            FaultKind::RedisRestart { .. } => "redis_restart",
+            FaultKind::DiskFull { .. } => "disk_full",
+            FaultKind::GpuOom { .. } => "gpu_oom",
             FaultKind::Latency { .. } => "latency",
         }
     }

@@ -196,11 +196,11 @@ duration = "5m"
 
 [[fault]]
 at = "3m"
-kind = "redis-restart"
+kind = "redis_restart"
 
 [[fault]]
 at = "4m"
-kind = "disk-full"
+kind = "disk_full"
 pool = "b"
 fraction = 0.25
 duration = "1m"
@@ -208,7 +208,7 @@ fill_gb = 100
 
 [[fault]]
 at = "5m"
-kind = "gpu-oom"
+kind = "gpu_oom"
 duration = "1m"
 leak_gb = 10
 
@@ -243,9 +243,9 @@ latency = "200ms"
         [
             "kill",
             "partition",
-            "redis-restart",
-            "disk-full",
-            "gpu-oom",
+            "redis_restart",
+            "disk_full",
+            "gpu_oom",
             "latency"
         ]
     );
@@ -648,4 +648,15 @@ fn mutated_inputs_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn fault_kinds_read_with_underscores_or_hyphens() {
+    for spelling in ["redis_restart", "redis-restart"] {
+        let text = with(&format!("[[fault]]\nat = \"1m\"\nkind = \"{spelling}\"\n"));
+        let scenario = Scenario::parse(&text, "t.toml").expect(spelling);
+        assert_eq!(scenario.faults[0].kind.name(), "redis_restart");
+    }
+    let text = with("[[fault]]\nat = \"1m\"\nkind = \"gpu_oom\"\nduration = \"1m\"\nleak_gb = 4\n");
+    assert_eq!(Scenario::parse(&text, "t.toml").unwrap().faults[0].kind.name(), "gpu_oom");
 }
