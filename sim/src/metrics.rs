@@ -16,7 +16,7 @@ fn histogram() -> Histogram<u64> {
 pub struct Latencies {
     pub wait: Histogram<u64>,
     pub jct: Histogram<u64>,
-    /// Jobs whose wait was above zero (for the probability of waiting).
+    /// Jobs that waited longer than a dispatch round trip (for the probability of waiting).
     pub waited: u64,
     wait_sum_us: u128,
     jct_sum_us: u128,
@@ -35,12 +35,12 @@ impl Default for Latencies {
 }
 
 impl Latencies {
-    fn record(&mut self, wait: Span, jct: Span) {
+    fn record(&mut self, wait: Span, jct: Span, dispatch: Span) {
         self.wait.saturating_record(wait.as_micros());
         self.jct.saturating_record(jct.as_micros());
         self.wait_sum_us += wait.as_micros() as u128;
         self.jct_sum_us += jct.as_micros() as u128;
-        if wait.as_micros() > 0 {
+        if wait > dispatch {
             self.waited += 1;
         }
     }
@@ -102,6 +102,9 @@ pub struct Outcomes {
 
 pub struct Metrics {
     warmup: Time,
+    /// A job that found an idle machine still waits this long: the wake-up's trip to the
+    /// machine and the claim's trip back (two one-way latencies). Longer waits are queueing.
+    dispatch: Span,
     /// Arrivals stop here; Little's law is measured over [warmup, this].
     window_end: Time,
     pub overall: Latencies,
@@ -121,9 +124,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(warmup: Time, window_end: Time, workloads: usize) -> Metrics {
+    pub fn new(warmup: Time, window_end: Time, dispatch: Span, workloads: usize) -> Metrics {
         Metrics {
             warmup,
+            dispatch,
             window_end,
             overall: Latencies::default(),
             per_workload: vec![Latencies::default(); workloads],
@@ -182,9 +186,9 @@ impl Metrics {
         if let (StateName::Succeeded, Some(lease_at)) = (state, lease_at) {
             let wait = lease_at.since(submitted_at);
             let jct = now.since(submitted_at);
-            self.overall.record(wait, jct);
+            self.overall.record(wait, jct, self.dispatch);
             if let Some(per) = self.per_workload.get_mut(workload) {
-                per.record(wait, jct);
+                per.record(wait, jct, self.dispatch);
             }
         }
     }

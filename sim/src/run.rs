@@ -46,7 +46,7 @@ pub struct RunReport {
     pub jobs: JobCounts,
     pub wait_s: Summary,
     pub jct_s: Summary,
-    /// Share of measured jobs that waited at all.
+    /// Share of measured jobs that waited longer than a dispatch round trip (2 x latency).
     pub p_wait: f64,
     pub workloads: Vec<WorkloadReport>,
     pub utilization: f64,

@@ -258,7 +258,12 @@ impl World {
                 .map(|w| ArrivalProcess::new(w, scenario.duration))
                 .collect(),
             arrivals_open: scenario.workloads.len(),
-            metrics: Metrics::new(warmup, window_end, scenario.workloads.len()),
+            metrics: Metrics::new(
+                warmup,
+                window_end,
+                scenario.redis.latency.saturating_mul(2),
+                scenario.workloads.len(),
+            ),
             quiet_from: window_end,
             config,
             queue: EventQueue::default(),
