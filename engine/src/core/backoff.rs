@@ -1,7 +1,8 @@
 //! Exponential backoff with jitter. Pure: the caller brings the randomness, as a `u64`.
 //!
-//! The store draws a retry's jitter from the job id and attempt (`mix64`), not from an RNG,
-//! so that MemStore and the Redis scripts compute the same release time.
+//! The store draws a retry's jitter from the job id and attempt (`retry_jitter`), not from an
+//! RNG, so that MemStore and the Redis scripts compute the same release time. That hash is
+//! 32-bit on purpose: Redis's Lua has only doubles and 32-bit bit operations.
 
 use super::time::Span;
 
@@ -17,8 +18,19 @@ pub fn delay(base: Span, max: Span, attempt: u32, random: u64) -> Span {
     Span::from_micros(half + random % (full - half + 1))
 }
 
-/// SplitMix64's finalizer: a well-mixed `u64` from any `u64`. Written out (not a library
-/// call) because the Redis scripts must compute the identical value.
+/// The jitter of the retry after attempt `attempt` of `job`: MurmurHash3's 32-bit finalizer
+/// over the job id's low 32 bits mixed with the attempt. `redis/lua` computes the same value.
+pub fn retry_jitter(job: u64, attempt: u32) -> u64 {
+    let mut h = (job as u32) ^ attempt.wrapping_mul(0x9E37_79B9);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^= h >> 16;
+    h as u64
+}
+
+/// SplitMix64's finalizer: a well-mixed `u64` from any `u64` (agents' retry jitter).
 pub fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -54,6 +66,22 @@ mod tests {
             .map(|job| delay(base, base, 1, mix64(job)).as_micros())
             .collect();
         assert!(delays.len() > 90, "only {} distinct delays", delays.len());
+    }
+
+    #[test]
+    fn retry_jitter_matches_the_reference_values() {
+        // Pinned so that the Lua port can be checked against the same numbers.
+        assert_eq!(retry_jitter(0, 0), 0);
+        assert_eq!(retry_jitter(1, 1), 0x36DE_B503);
+        assert_eq!(retry_jitter(12345, 3), 0x2A78_7E8A);
+        assert_eq!(
+            retry_jitter((1 << 40) + 7, 2),
+            0x2C85_567E,
+            "only the low 32 bits of the id"
+        );
+        let spread: std::collections::BTreeSet<u64> =
+            (0..1000).map(|j| retry_jitter(j, 1) % 1000).collect();
+        assert!(spread.len() > 550, "{}", spread.len());
     }
 
     #[test]

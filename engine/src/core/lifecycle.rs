@@ -1,7 +1,7 @@
 //! What becomes of a job when an attempt ends without success: retry after a backoff, or a
 //! terminal state. Shared by every store, so that they agree on every transition.
 
-use super::backoff::{delay, mix64};
+use super::backoff::{delay, retry_jitter};
 use super::config::EngineConfig;
 use super::ids::JobId;
 use super::model::{Failure, StateName};
@@ -53,8 +53,12 @@ pub fn after_attempt(
 /// The backoff before the retry that follows attempt `attempt`, with jitter drawn from the
 /// job id and attempt so that every store computes the same value.
 pub fn retry_delay(job: JobId, attempt: u32, config: &EngineConfig) -> Span {
-    let random = mix64(job.0 ^ ((attempt as u64) << 48));
-    delay(config.backoff_base, config.backoff_max, attempt, random)
+    delay(
+        config.backoff_base,
+        config.backoff_max,
+        attempt,
+        retry_jitter(job.0, attempt),
+    )
 }
 
 #[cfg(test)]

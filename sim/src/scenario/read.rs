@@ -442,7 +442,11 @@ pub(crate) fn tagged<'a, 'i>(
     };
     let chosen = String::read(cx, &tag_field, tag_value)?;
     // Fault kinds are spelled with underscores (`redis_restart`); hyphens are accepted too.
-    let chosen = if tag == "kind" { chosen.replace('-', "_") } else { chosen };
+    let chosen = if tag == "kind" {
+        chosen.replace('-', "_")
+    } else {
+        chosen
+    };
     let Some(index) = names.iter().position(|n| *n == chosen) else {
         let mut message = format!("unknown {tag} {chosen:?}");
         if let Some(close) = closest(&chosen, &names) {

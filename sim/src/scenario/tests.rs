@@ -658,5 +658,10 @@ fn fault_kinds_read_with_underscores_or_hyphens() {
         assert_eq!(scenario.faults[0].kind.name(), "redis_restart");
     }
     let text = with("[[fault]]\nat = \"1m\"\nkind = \"gpu_oom\"\nduration = \"1m\"\nleak_gb = 4\n");
-    assert_eq!(Scenario::parse(&text, "t.toml").unwrap().faults[0].kind.name(), "gpu_oom");
+    assert_eq!(
+        Scenario::parse(&text, "t.toml").unwrap().faults[0]
+            .kind
+            .name(),
+        "gpu_oom"
+    );
 }
