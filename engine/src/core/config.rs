@@ -75,6 +75,8 @@ pub struct Limits {
     pub max_batch: u32,
     /// Leases one claim may grant.
     pub max_grants_per_claim: u32,
+    /// Entries one listing returns.
+    pub max_list: u32,
 }
 
 /// Weights of the claim policy, in thousandths of a priority point.
@@ -134,6 +136,7 @@ impl Default for Limits {
             max_leases_per_heartbeat: 256,
             max_batch: 256,
             max_grants_per_claim: 16,
+            max_list: 1000,
         }
     }
 }

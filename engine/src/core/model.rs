@@ -230,5 +230,17 @@ pub struct JobView {
     pub started_at: Option<Time>,
     pub finished_at: Option<Time>,
     pub error: Option<String>,
+    /// The last progress the running attempt reported.
+    pub progress: Option<Progress>,
     pub spec: Arc<JobSpec>,
 }
+
+/// How far a running attempt has come, as its agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub percent: u8,
+    pub message: String,
+}
+
+/// Longest progress message the store keeps, in bytes.
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 256;

@@ -44,6 +44,24 @@ pub enum Request {
     Release { job: JobId, token: Token },
     /// One bounded reaper pass.
     Reap { max: u32 },
+    /// The running attempt reports progress; fenced by its token, the latest report kept.
+    Progress {
+        job: JobId,
+        token: Token,
+        percent: u8,
+        message: String,
+    },
+    /// Jobs in id order, those in `state` if given, at most `limit` (capped by
+    /// `Limits::max_list`), starting after `after` if given.
+    ListJobs {
+        state: Option<StateName>,
+        after: Option<JobId>,
+        limit: u32,
+    },
+    /// Registered machines in id order, at most `limit` (capped by `Limits::max_list`).
+    ListMachines { limit: u32 },
+    /// Queue depth per class, jobs by state, machines by state, totals and spend.
+    Stats,
     /// Several requests in one round trip, applied in order, each atomically on its own (a
     /// pipeline, not a transaction). Each is idempotent, so a repeated batch is too. An agent
     /// sends its outcomes, heartbeat and next claim together. Batches do not nest.
@@ -91,6 +109,71 @@ pub enum Reply {
     Reaped(ReapReport),
     /// One result per request of a `Batch`, in order.
     Batch(Vec<Result<Reply, Refusal>>),
+    ProgressNoted,
+    Jobs(Vec<JobView>),
+    Machines(Vec<MachineView>),
+    Stats(Box<StoreStats>),
+}
+
+/// A machine as the API shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MachineView {
+    pub id: MachineId,
+    pub name: String,
+    pub pool: String,
+    /// "ready", "lost" or "gone".
+    pub state: &'static str,
+    pub gpus: u32,
+    pub gpu_model: String,
+    pub gpu_mem_gb: u32,
+    pub cost_per_hour: f64,
+    pub leases: u32,
+    pub idle: bool,
+    pub registered_at: Time,
+    pub last_seen: Time,
+}
+
+/// Counts of jobs by live state, kept exact on every transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub delayed: u64,
+    pub leased: u64,
+    pub finished_retained: u64,
+}
+
+/// Jobs that reached each outcome since the store began (or last lost its data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub submitted: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+    pub unworkable: u64,
+    /// Attempts that ended without success and were retried.
+    pub retries: u64,
+    /// Leases the store revoked (expired, machine lost, over time).
+    pub revoked: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassDepth {
+    pub class: u32,
+    pub requirements: Arc<crate::core::Requirements>,
+    pub queued: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StoreStats {
+    pub jobs: JobCounts,
+    /// Classes with queued jobs, by class id.
+    pub classes: Vec<ClassDepth>,
+    /// Machines by state name.
+    pub machines: std::collections::BTreeMap<String, u64>,
+    pub totals: Totals,
+    /// Machine time bought so far: registered to last seen, times cost per hour.
+    pub spend: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -127,6 +127,10 @@ fn request_tag(request: &Request) -> u64 {
         Request::Release { job, .. } => 9 | job.0 << 8,
         Request::Reap { .. } => 10,
         Request::Batch(requests) => 11 | (requests.len() as u64) << 8,
+        Request::Progress { job, .. } => 12 | job.0 << 8,
+        Request::ListJobs { .. } => 13,
+        Request::ListMachines { .. } => 14,
+        Request::Stats => 15,
     }
 }
 

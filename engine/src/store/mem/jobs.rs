@@ -55,8 +55,10 @@ impl MemStore {
                 attempt_deadline: Time::MAX,
                 expiry: Time::MAX,
                 error: None,
+                progress: None,
             },
         );
+        self.totals.submitted += 1;
         self.emit(HistoryEvent::Submitted { job, at: now });
         self.enqueue(job);
         Ok(Reply::Submitted { job, created: true })
@@ -96,21 +98,7 @@ impl MemStore {
 
     pub(super) fn get(&self, job: JobId) -> Result<Reply, Refusal> {
         let record = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
-        let machine = match record.state {
-            JobState::Leased { machine, .. } => Some(machine),
-            _ => None,
-        };
-        Ok(Reply::Job(Box::new(JobView {
-            id: job,
-            state: record.state.name(),
-            attempt: record.attempt,
-            machine,
-            submitted_at: record.submitted_at,
-            started_at: record.started_at,
-            finished_at: record.finished_at,
-            error: record.error.clone(),
-            spec: record.spec.clone(),
-        })))
+        Ok(Reply::Job(Box::new(view(job, record))))
     }
 
     pub(super) fn complete(
@@ -310,6 +298,15 @@ impl MemStore {
             live => panic!("finish into live state {live:?}"),
         };
         record.finished_at = Some(now);
+        record.progress = None;
+        let total = match state {
+            StateName::Succeeded => &mut self.totals.succeeded,
+            StateName::Dead => &mut self.totals.dead,
+            StateName::Cancelled => &mut self.totals.cancelled,
+            StateName::TimedOut => &mut self.totals.timed_out,
+            _ => &mut self.totals.unworkable,
+        };
+        *total += 1;
         self.finished.push_back((now, job));
         self.counts.finished_retained += 1;
         self.emit(HistoryEvent::Finished {
@@ -328,6 +325,7 @@ impl MemStore {
         };
         let (attempt, max) = (record.attempt, record.spec.max_attempts);
         self.end_lease(job);
+        self.totals.revoked += 1;
         let next = after_attempt(job, attempt, max, end, &self.config);
         self.settle(
             job,
@@ -338,5 +336,25 @@ impl MemStore {
             }),
         );
         next
+    }
+}
+
+/// A job as the API shows it.
+pub(super) fn view(job: JobId, record: &JobRecord) -> JobView {
+    let machine = match record.state {
+        JobState::Leased { machine, .. } => Some(machine),
+        _ => None,
+    };
+    JobView {
+        id: job,
+        state: record.state.name(),
+        attempt: record.attempt,
+        machine,
+        submitted_at: record.submitted_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        error: record.error.clone(),
+        progress: record.progress.clone(),
+        spec: record.spec.clone(),
     }
 }

@@ -22,6 +22,7 @@ impl MemStore {
                 record.state = MachineState::Ready;
                 record.expires = expires;
                 record.last_claim = None;
+                record.last_seen = self.now;
                 machine
             }
             None => {
@@ -47,6 +48,8 @@ impl MemStore {
                         leases: Vec::new(),
                         last_claim: None,
                         waiting: None,
+                        registered_at: self.now,
+                        last_seen: self.now,
                     },
                 );
                 machine
@@ -190,6 +193,7 @@ impl MemStore {
     pub(super) fn touch(&mut self, machine: MachineId) {
         let expires = self.now.plus(self.config.machine_ttl);
         let record = self.machines.get_mut(&machine).expect("known machine");
+        record.last_seen = self.now;
         if record.expires != expires {
             self.machine_expiry.remove(&(record.expires, machine));
             self.machine_expiry.insert((expires, machine));

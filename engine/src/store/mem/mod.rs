@@ -6,6 +6,7 @@ mod claim;
 mod jobs;
 mod machines;
 mod reap;
+mod views;
 
 use super::request::{Refusal, Reply, Request};
 use crate::check::history::HistoryEvent;
@@ -43,6 +44,7 @@ struct JobRecord {
     /// The key in `lease_expiry` while leased.
     expiry: Time,
     error: Option<String>,
+    progress: Option<crate::core::model::Progress>,
 }
 
 #[derive(Clone, Debug)]
@@ -78,20 +80,15 @@ struct MachineRecord {
     last_claim: Option<LastClaim>,
     /// While idle and waiting for a wake-up: the offer it last made and its place in line.
     waiting: Option<(u64, Offer)>,
+    registered_at: Time,
+    last_seen: Time,
 }
 
 /// A machine's last claim: its sequence number, what it granted, and whether it left the
 /// machine idle. A repeat of that claim is answered from here.
 type LastClaim = (u64, Vec<(JobId, Token)>, bool);
 
-/// Counts of jobs by live state, kept exact on every transition.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct JobCounts {
-    pub queued: u64,
-    pub delayed: u64,
-    pub leased: u64,
-    pub finished_retained: u64,
-}
+pub use super::request::JobCounts;
 
 #[derive(Clone, Debug)]
 pub struct MemStore {
@@ -120,6 +117,7 @@ pub struct MemStore {
     wakes: Vec<MachineId>,
     history: Option<Vec<HistoryEvent>>,
     counts: JobCounts,
+    totals: super::request::Totals,
 }
 
 impl MemStore {
@@ -147,6 +145,7 @@ impl MemStore {
             wakes: Vec::new(),
             history: None,
             counts: JobCounts::default(),
+            totals: Default::default(),
         }
     }
 
@@ -205,6 +204,19 @@ impl MemStore {
             Request::Release { job, token } => self.release(job, token),
             Request::Reap { max } => Ok(Reply::Reaped(self.reap(max))),
             Request::Batch(requests) => self.batch(now, requests),
+            Request::Progress {
+                job,
+                token,
+                percent,
+                message,
+            } => self.progress(job, token, percent, message),
+            Request::ListJobs {
+                state,
+                after,
+                limit,
+            } => Ok(self.list_jobs(state, after, limit)),
+            Request::ListMachines { limit } => Ok(self.list_machines(limit)),
+            Request::Stats => Ok(self.stats()),
         }
     }
 

@@ -538,3 +538,94 @@ fn release_returns_the_job_without_charging_an_attempt() {
         })
     );
 }
+
+#[test]
+fn progress_listings_and_stats() {
+    let mut store = MemStore::new(config());
+    let m = register(&mut store, secs(0), machine("a", 1, 80));
+    let first = submit(&mut store, secs(0), job(1, 8));
+    let second = submit(&mut store, secs(0), job(1, 8));
+    let (_, token) = claim(&mut store, secs(1), m, 1, offer(1, 80)).unwrap();
+    let noted = store.apply(
+        secs(2),
+        Request::Progress {
+            job: first,
+            token,
+            percent: 150,
+            message: "x".repeat(1000),
+        },
+    );
+    assert_eq!(noted, Ok(Reply::ProgressNoted));
+    let stale = store.apply(
+        secs(2),
+        Request::Progress {
+            job: first,
+            token: Token(1),
+            percent: 1,
+            message: String::new(),
+        },
+    );
+    assert_eq!(
+        stale,
+        Err(Refusal::Stale {
+            job: first,
+            token: Token(1)
+        })
+    );
+    let Ok(Reply::Job(view)) = store.apply(secs(2), Request::Get { job: first }) else {
+        panic!()
+    };
+    let progress = view.progress.expect("kept");
+    assert_eq!((progress.percent, progress.message.len()), (100, 256));
+
+    let Ok(Reply::Jobs(queued)) = store.apply(
+        secs(2),
+        Request::ListJobs {
+            state: Some(StateName::Queued),
+            after: None,
+            limit: 10,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        queued.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![second]
+    );
+    let Ok(Reply::Jobs(after)) = store.apply(
+        secs(2),
+        Request::ListJobs {
+            state: None,
+            after: Some(first),
+            limit: 10,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(after.len(), 1);
+
+    complete(&mut store, secs(3602), first, token, Outcome::Succeeded).unwrap();
+    let Ok(Reply::Stats(stats)) = store.apply(secs(3602), Request::Stats) else {
+        panic!()
+    };
+    assert_eq!(stats.totals.submitted, 2);
+    assert_eq!(stats.totals.succeeded, 1);
+    assert_eq!(stats.jobs.queued, 1);
+    assert_eq!(stats.classes.len(), 1);
+    assert_eq!(stats.classes[0].queued, 1);
+    assert_eq!(
+        stats.machines.get("lost").copied().unwrap_or(0) + stats.machines["ready"],
+        1
+    );
+    assert!(
+        (stats.spend - 1.0 / 3600.0).abs() < 1e-9,
+        "machine a last seen at 1 s: {}",
+        stats.spend
+    );
+    let Ok(Reply::Machines(machines)) =
+        store.apply(secs(3602), Request::ListMachines { limit: 10 })
+    else {
+        panic!()
+    };
+    assert_eq!(machines[0].name, "a");
+}
