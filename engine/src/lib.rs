@@ -5,4 +5,6 @@ pub mod agent;
 pub mod check;
 pub mod core;
 pub mod reaper;
+#[cfg(feature = "production")]
+pub mod runtime;
 pub mod store;
