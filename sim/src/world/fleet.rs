@@ -221,93 +221,93 @@ impl World {
         spec: &Arc<JobSpec>,
         download: ModelSet,
     ) {
+        let gpus = spec.requirements.gpus;
         let Some(sim) = self.jobs.get(&job).copied() else {
             // A grant that left Redis just before a restart lost it: the store no longer knows
             // the job, so the attempt runs until the agent's next heartbeat revokes it.
-            self.start_ghost_attempt(machine, job, token, spec.requirements.gpus);
+            self.stats.ghost_attempts += 1;
+            self.begin_attempt(machine, job, token, gpus, Outcome::Succeeded);
             return;
         };
+        let (outcome, runs_for) = self.draw_attempt(machine, &sim, gpus, download);
+        self.stats.attempts += 1;
+        let serial = self.begin_attempt(machine, job, token, gpus, outcome);
+        let done = Event::AttemptDone {
+            machine,
+            job,
+            serial,
+        };
+        self.queue.schedule(self.now.plus(runs_for), done);
+    }
+
+    /// How an attempt of `sim` on `machine` will end, and when: out of GPU memory soon after
+    /// its models are downloaded, a random failure part-way, or success after its service time.
+    fn draw_attempt(
+        &mut self,
+        machine: u32,
+        sim: &super::SimJob,
+        gpus: u32,
+        download: ModelSet,
+    ) -> (Outcome, Span) {
         let m = machine as usize;
         let pool = &self.scenario.pools[self.machines[m].pool as usize];
         let workload = &self.scenario.workloads[sim.workload as usize];
         let download_s = self.config.download_gb(download) as f64 / pool.download_gb_per_s;
         let setup = Span::from_secs_f64(download_s);
         let usable_mem = pool.gpu_mem_gb.saturating_sub(self.machines[m].leak_gb);
-        let gpus = spec.requirements.gpus;
-        let (outcome, runs_for) = if gpus > 0 && workload.peak_gpu_mem() > usable_mem {
+        if gpus > 0 && workload.peak_gpu_mem() > usable_mem {
             self.stats.gpu_ooms += 1;
             let needed_gb = workload.peak_gpu_mem();
-            (
+            return (
                 Outcome::Failed(Failure::GpuOom { needed_gb }),
                 setup.plus(Span::from_secs(1)),
-            )
-        } else if workload.fail_rate > 0.0
-            && self.streams.execution.random::<f64>() < workload.fail_rate
-        {
+            );
+        }
+        if workload.fail_rate > 0.0 && self.streams.execution.random::<f64>() < workload.fail_rate {
             let fraction: f64 = self.streams.execution.random();
             let failure = Failure::Error {
                 retryable: true,
                 message: "simulated failure".into(),
             };
-            (
-                Outcome::Failed(failure),
-                setup.plus(Span::from_secs_f64(sim.service.as_secs_f64() * fraction)),
-            )
-        } else {
-            (Outcome::Succeeded, setup.plus(sim.service))
-        };
+            let ran = Span::from_secs_f64(sim.service.as_secs_f64() * fraction);
+            return (Outcome::Failed(failure), setup.plus(ran));
+        }
+        (Outcome::Succeeded, setup.plus(sim.service))
+    }
+
+    /// Puts an attempt on the machine's GPUs (and tells the checker); returns its serial.
+    fn begin_attempt(
+        &mut self,
+        machine: u32,
+        job: JobId,
+        token: Token,
+        gpus: u32,
+        outcome: Outcome,
+    ) -> u64 {
         self.next_serial += 1;
         let serial = self.next_serial;
-        let capacity = pool.gpus;
-        self.machines[m].running.insert(
+        let record = &mut self.machines[machine as usize];
+        let started = self.now;
+        record.running.insert(
             job,
             Attempt {
                 token,
                 serial,
                 gpus,
-                started: self.now,
+                started,
                 outcome,
             },
         );
-        self.stats.attempts += 1;
+        let capacity = self.scenario.pools[record.pool as usize].gpus;
         let event = HistoryEvent::Started {
             machine: MachineId(machine as u64),
             job,
             gpus,
             capacity,
-            at: self.now,
+            at: started,
         };
         self.checker.observe(&event);
-        self.queue.schedule(
-            self.now.plus(runs_for),
-            Event::AttemptDone {
-                machine,
-                job,
-                serial,
-            },
-        );
-    }
-
-    fn start_ghost_attempt(&mut self, machine: u32, job: JobId, token: Token, gpus: u32) {
-        self.stats.ghost_attempts += 1;
-        self.next_serial += 1;
-        let attempt = Attempt {
-            token,
-            serial: self.next_serial,
-            gpus,
-            started: self.now,
-            outcome: Outcome::Succeeded,
-        };
-        self.machines[machine as usize].running.insert(job, attempt);
-        let capacity = self.scenario.pools[self.machines[machine as usize].pool as usize].gpus;
-        let event = HistoryEvent::Started {
-            machine: MachineId(machine as u64),
-            job,
-            gpus,
-            capacity,
-            at: self.now,
-        };
-        self.checker.observe(&event);
+        serial
     }
 
     /// Ends an attempt where it runs; returns it, or `None` if it was not running.
