@@ -1,1 +1,441 @@
-fn main() {}
+//! `drover`: the API server, the machine agent, the reaper, and a small client.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use drover_engine::agent::Agent;
+use drover_engine::api::client::ApiClient;
+use drover_engine::api::{self, ApiOptions, ApiState};
+use drover_engine::core::labels::Labels;
+use drover_engine::core::{EngineConfig, MachineId, MachineSpec, ModelSet, Span, Time};
+use drover_engine::executor::{CommandTemplate, Executors};
+use drover_engine::redis::RedisStore;
+use drover_engine::runtime::{
+    AgentDriver, DriverExit, DriverOptions, LocalStore, Metered, SharedStore, StoreError,
+};
+use drover_engine::store::{Refusal, Reply, Request};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Drover: a GPU job scheduler on Redis"
+)]
+struct Cli {
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (and a reaper, unless --no-reaper).
+    Api(ApiArgs),
+    /// Run the machine agent: claim jobs that fit this machine and run them.
+    Agent(AgentArgs),
+    /// Run only the reaper.
+    Reaper(StoreArgs),
+    /// Submit a job through the API.
+    Submit(SubmitArgs),
+    /// Show a job, or the scheduler's stats.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// redis://HOST:PORT (rediss:// for TLS), or "memory" for a store in this process only.
+    #[arg(long)]
+    redis: String,
+    #[arg(long, default_value = "drover")]
+    namespace: String,
+    /// Engine knobs: the TOML of a scenario's [engine] table.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ApiArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Bearer token for every endpoint but /healthz.
+    #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Do not run a reaper inside the API process.
+    #[arg(long)]
+    no_reaper: bool,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[arg(long)]
+    redis: String,
+    #[arg(long, default_value = "drover")]
+    namespace: String,
+    #[arg(long)]
+    pool: String,
+    /// Unique machine name; defaults to the host name.
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
+    #[arg(long, default_value_t = 0)]
+    gpu_mem_gb: u32,
+    #[arg(long, default_value = "")]
+    gpu_model: String,
+    #[arg(long, default_value_t = 100)]
+    disk_gb: u32,
+    #[arg(long, default_value_t = 0.0)]
+    cost_per_hour: f64,
+    /// Agent TOML: [engine], [labels], [kinds.NAME] command templates, drain_grace.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve this agent's /metrics here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The agent's own config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AgentFile {
+    engine: EngineConfig,
+    labels: Labels,
+    kinds: BTreeMap<String, CommandTemplate>,
+    /// How long a drain lets running jobs finish before releasing them ("5m").
+    drain_grace: Option<Span>,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// http://HOST:PORT of the API.
+    #[arg(long)]
+    api: String,
+    #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    kind: String,
+    /// JSON payload, e.g. '{"seconds": 2}'.
+    #[arg(long)]
+    payload: Option<String>,
+    #[arg(long)]
+    priority: Option<u8>,
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
+    #[arg(long, default_value_t = 0)]
+    gpu_mem_gb: u32,
+    /// Allowed GPU model (repeat for several).
+    #[arg(long)]
+    gpu_model: Vec<String>,
+    /// Catalog model the job loads (repeat for several).
+    #[arg(long)]
+    model: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    disk_gb: u32,
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// "10m", "30s", ...
+    #[arg(long)]
+    timeout: Option<String>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait for the job to finish; exit 0 only if it succeeded.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    job_id: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Api(args) => {
+            let config = load_engine_config(args.store.config.as_deref())?;
+            let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
+            run_api(store, config, args).await
+        }
+        Command::Agent(args) => {
+            let file = load_agent_file(args.config.as_deref())?;
+            let store = connect(&args.redis, &args.namespace, &file.engine).await?;
+            run_agent(store, file, args).await
+        }
+        Command::Reaper(args) => {
+            let config = load_engine_config(args.config.as_deref())?;
+            let store = connect(&args.redis, &args.namespace, &config).await?;
+            run_reaper(store, config).await
+        }
+        Command::Submit(args) => submit(args).await,
+        Command::Status(args) => status(args).await,
+    }
+}
+
+/// The store `--redis` names.
+async fn connect(url: &str, namespace: &str, config: &EngineConfig) -> Result<AnyStore> {
+    if url == "memory" {
+        tracing::warn!("--redis memory: the store lives and dies with this process");
+        return Ok(AnyStore::Local(LocalStore::new(config.clone())));
+    }
+    let store = RedisStore::connect(url, namespace, config.clone())
+        .await
+        .context("connecting to Redis")?;
+    Ok(AnyStore::Redis(store))
+}
+
+/// Either store, so that one code path serves both.
+#[derive(Clone)]
+enum AnyStore {
+    Local(LocalStore),
+    Redis(RedisStore),
+}
+
+impl SharedStore for AnyStore {
+    async fn apply(&self, request: Request) -> Result<Result<Reply, Refusal>, StoreError> {
+        match self {
+            AnyStore::Local(store) => store.apply(request).await,
+            AnyStore::Redis(store) => store.apply(request).await,
+        }
+    }
+
+    async fn wait_wake(&self, machine: MachineId, timeout: Duration) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Local(store) => store.wait_wake(machine, timeout).await,
+            AnyStore::Redis(store) => store.wait_wake(machine, timeout).await,
+        }
+    }
+}
+
+fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
+    let config: EngineConfig = match path {
+        None => EngineConfig::default(),
+        Some(path) => read_toml(path)?,
+    };
+    config.validate().context("engine config")?;
+    Ok(config)
+}
+
+fn load_agent_file(path: Option<&Path>) -> Result<AgentFile> {
+    let file: AgentFile = match path {
+        None => AgentFile::default(),
+        Some(path) => read_toml(path)?,
+    };
+    file.engine.validate().context("agent config [engine]")?;
+    Ok(file)
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+    toml::from_str(&text).with_context(|| format!("parsing {path:?}"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) -> Result<()> {
+    let options = ApiOptions {
+        token: args.token.filter(|t| !t.is_empty()),
+        ..ApiOptions::default()
+    };
+    if options.token.is_none() {
+        tracing::warn!("no --token: the API is open to anyone who can reach it");
+    }
+    let state = ApiState::new(Metered::new(store), Arc::new(config), options);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, reaper = !args.no_reaper, "API serving");
+    let every = Duration::from_secs(5);
+    api::serve(listener, state, every, !args.no_reaper, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()> {
+    tracing::info!(period = %config.reaper_period, "reaper running");
+    let totals = Default::default();
+    drover_engine::runtime::run_reaper(store, Arc::new(config), totals, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -> Result<()> {
+    let spec = MachineSpec {
+        name: args.name.clone().unwrap_or_else(host_name),
+        pool: args.pool.clone(),
+        gpus: args.gpus,
+        gpu_model: args.gpu_model.clone(),
+        gpu_mem_gb: args.gpu_mem_gb,
+        disk_gb: args.disk_gb,
+        labels: file.labels.clone(),
+        cost_per_hour: args.cost_per_hour,
+    };
+    let config = Arc::new(file.engine.clone());
+    let seed = std::process::id() as u64;
+    let agent = Agent::new(
+        config.clone(),
+        spec.clone(),
+        ModelSet::EMPTY,
+        seed,
+        Time::ZERO,
+    );
+    let executors = Executors::from_templates(&file.kinds);
+    let kinds: Vec<&str> = executors.kinds().collect();
+    tracing::info!(name = %spec.name, pool = %spec.pool, gpus = spec.gpus, ?kinds, "agent starting");
+    let options = DriverOptions {
+        drain_grace: file
+            .drain_grace
+            .map_or(DriverOptions::default().drain_grace, |s| {
+                Duration::from_micros(s.as_micros())
+            }),
+    };
+    let driver = AgentDriver::new(store, agent, config, executors, options);
+    if let Some(addr) = args.metrics_listen {
+        serve_agent_metrics(addr, driver.snapshot()).await?;
+    }
+    match driver.run(shutdown_signal()).await {
+        DriverExit::Left => tracing::info!("drained and deregistered"),
+        DriverExit::ReleasedAfterGrace { released } => {
+            tracing::warn!(released, "drain grace over; released running jobs")
+        }
+    }
+    Ok(())
+}
+
+async fn serve_agent_metrics(
+    addr: SocketAddr,
+    snapshot: tokio::sync::watch::Receiver<drover_engine::runtime::AgentSnapshot>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let router = api::agent_metrics::router(snapshot);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("agent-{}", std::process::id()))
+}
+
+async fn submit(args: SubmitArgs) -> Result<()> {
+    let client = ApiClient::new(&args.client.api, args.client.token.clone())?;
+    let payload: Option<Value> = match &args.payload {
+        None => None,
+        Some(text) => Some(serde_json::from_str(text).context("--payload is not JSON")?),
+    };
+    let body = json!({
+        "kind": args.kind,
+        "payload": payload,
+        "priority": args.priority,
+        "requirements": {
+            "gpus": args.gpus,
+            "gpu_mem_gb": args.gpu_mem_gb,
+            "gpu_models": args.gpu_model,
+            "models": args.model,
+            "disk_gb": args.disk_gb,
+        },
+        "max_attempts": args.max_attempts,
+        "timeout": args.timeout,
+        "idempotency_key": args.idempotency_key,
+    });
+    let (status, reply) = client.post("/v1/jobs", &body).await?;
+    if !status.is_success() {
+        bail!("submit refused ({status}): {reply}");
+    }
+    println!("{reply}");
+    let Some(id) = reply.get("id").and_then(Value::as_str) else {
+        bail!("the API answered without an id: {reply}");
+    };
+    if args.wait {
+        return wait_for(&client, id).await;
+    }
+    Ok(())
+}
+
+async fn wait_for(client: &ApiClient, id: &str) -> Result<()> {
+    loop {
+        let (status, job) = client.get(&format!("/v1/jobs/{id}")).await?;
+        if !status.is_success() {
+            bail!("reading {id} ({status}): {job}");
+        }
+        let state = job.get("state").and_then(Value::as_str).unwrap_or("");
+        let terminal = ["succeeded", "dead", "cancelled", "timed_out", "unworkable"];
+        if terminal.contains(&state) {
+            println!("{job}");
+            if state == "succeeded" {
+                return Ok(());
+            }
+            bail!("job {id} ended {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn status(args: StatusArgs) -> Result<()> {
+    let client = ApiClient::new(&args.client.api, args.client.token.clone())?;
+    let path = match &args.job_id {
+        Some(id) => format!("/v1/jobs/{id}"),
+        None => "/v1/stats".to_string(),
+    };
+    let (status, reply) = client.get(&path).await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    if !status.is_success() {
+        bail!("{path}: {status}");
+    }
+    Ok(())
+}

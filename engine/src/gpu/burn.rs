@@ -91,8 +91,14 @@ fn hold(ordinal: usize, half: usize, pattern: &[u8], mem_gb: f64) -> Result<Held
     let stream = ctx.default_stream();
     let oom = |e: DriverError| match e.0 {
         cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
-            let free_gb = ctx.mem_get_info().map_or(0, |(free, _)| (free as f64 / GIB) as u32);
-            GpuError::OutOfMemory { ordinal, needed_gb: mem_gb.ceil() as u32, free_gb }
+            let free_gb = ctx
+                .mem_get_info()
+                .map_or(0, |(free, _)| (free as f64 / GIB) as u32);
+            GpuError::OutOfMemory {
+                ordinal,
+                needed_gb: mem_gb.ceil() as u32,
+                free_gb,
+            }
         }
         _ => GpuError::from(e),
     };

@@ -65,7 +65,10 @@ mod tests {
             assert_eq!(free_mem_gb(0), Err(GpuError::NoDriver));
         }
         for gpu in &gpus {
-            assert!(gpu.total_mem_gb > 0.0 && gpu.free_mem_gb <= gpu.total_mem_gb, "{gpu:?}");
+            assert!(
+                gpu.total_mem_gb > 0.0 && gpu.free_mem_gb <= gpu.total_mem_gb,
+                "{gpu:?}"
+            );
         }
     }
 }

@@ -21,7 +21,11 @@ pub enum GpuError {
     NoSuchGpu { ordinal: usize, count: usize },
     /// The allocation did not fit: `needed_gb` per GPU was asked for.
     #[error("GPU {ordinal} out of memory: {needed_gb} GB asked, {free_gb} GB free")]
-    OutOfMemory { ordinal: usize, needed_gb: u32, free_gb: u32 },
+    OutOfMemory {
+        ordinal: usize,
+        needed_gb: u32,
+        free_gb: u32,
+    },
     #[error("GPU {ordinal}: the data read back differs from what was written")]
     Corrupted { ordinal: usize },
     #[error("CUDA driver: {0}")]

@@ -1,6 +1,14 @@
-//! The tokio shell around the pure core: how production talks to a store, and (later modules)
-//! the drivers that run the agent and reaper state machines under real time.
+//! The tokio shell around the pure core: how production talks to a store, and the drivers
+//! that run the agent and reaper state machines under real time.
 
+pub mod agent_driver;
+pub mod clock;
+pub mod metered;
+pub mod reaper_driver;
 pub mod store;
 
+pub use agent_driver::{AgentDriver, AgentSnapshot, DriverExit, DriverOptions};
+pub use clock::MonoClock;
+pub use metered::Metered;
+pub use reaper_driver::{run_reaper, ReaperTotals, SharedReaperTotals};
 pub use store::{LocalStore, SharedStore, StoreError};

@@ -1,7 +1,11 @@
 //! The store interface (requests and replies as data) and its in-memory implementation.
 
+pub mod conformance;
 pub mod mem;
 pub mod request;
 
 pub use mem::MemStore;
-pub use request::{Grant, LeaseRef, LeaseStatus, ReapReport, Refusal, Reply, Request};
+pub use request::{
+    ClassDepth, Grant, JobCounts, LeaseRef, LeaseStatus, MachineView, ReapReport, Refusal, Reply,
+    Request, StoreStats, Totals,
+};

@@ -2,13 +2,13 @@
 
 use super::{MachineRecord, MachineState, MemStore, ProfileRecord};
 use crate::core::lifecycle::{AttemptEnd, Next};
-use crate::core::{JobState, MachineId, MachineSpec, ProfileId};
+use crate::core::{EngineConfig, JobState, MachineId, MachineSpec, ProfileId};
 use crate::store::request::{LeaseRef, LeaseStatus, Refusal, Reply};
 use std::sync::Arc;
 
 impl MemStore {
     pub(super) fn register(&mut self, spec: MachineSpec) -> Result<Reply, Refusal> {
-        self.check_machine_spec(&spec)?;
+        check_machine_spec(&spec, &self.config)?;
         let profile = self.profile_of(&spec);
         let expires = self.now.plus(self.config.machine_ttl);
         let machine = match self.machine_names.get(&spec.name) {
@@ -58,34 +58,6 @@ impl MemStore {
         self.machine_expiry.insert((expires, machine));
         self.profiles[profile.0 as usize].last_seen = Some(self.now);
         Ok(Reply::Registered { machine })
-    }
-
-    fn check_machine_spec(&self, spec: &MachineSpec) -> Result<(), Refusal> {
-        let invalid = |field: &str, reason: String| {
-            Err(Refusal::Invalid(crate::core::class::InvalidJob {
-                field: format!("machine.{field}"),
-                reason,
-            }))
-        };
-        if spec.name.is_empty() || spec.name.len() > 256 {
-            return invalid("name", "must be 1 to 256 bytes".into());
-        }
-        if spec.gpus > self.config.limits.max_gpus {
-            return invalid(
-                "gpus",
-                format!("must be at most {}", self.config.limits.max_gpus),
-            );
-        }
-        if spec.labels.len() > self.config.limits.max_labels as usize {
-            return invalid(
-                "labels",
-                format!("at most {}", self.config.limits.max_labels),
-            );
-        }
-        if !spec.cost_per_hour.is_finite() || spec.cost_per_hour < 0.0 {
-            return invalid("cost_per_hour", "must be a finite number, 0 or more".into());
-        }
-        Ok(())
     }
 
     fn profile_of(&mut self, spec: &MachineSpec) -> ProfileId {
@@ -208,4 +180,31 @@ impl MemStore {
 pub(super) struct Revoked {
     pub requeued: u32,
     pub dead: u32,
+}
+
+/// Checks a machine spec against the limits; the error names the field. Public so that every
+/// store (RedisStore judges it before sending) refuses exactly what MemStore refuses.
+pub fn check_machine_spec(spec: &MachineSpec, config: &EngineConfig) -> Result<(), Refusal> {
+    let invalid = |field: &str, reason: String| {
+        Err(Refusal::Invalid(crate::core::class::InvalidJob {
+            field: format!("machine.{field}"),
+            reason,
+        }))
+    };
+    if spec.name.is_empty() || spec.name.len() > 256 {
+        return invalid("name", "must be 1 to 256 bytes".into());
+    }
+    if spec.gpus > config.limits.max_gpus {
+        return invalid(
+            "gpus",
+            format!("must be at most {}", config.limits.max_gpus),
+        );
+    }
+    if spec.labels.len() > config.limits.max_labels as usize {
+        return invalid("labels", format!("at most {}", config.limits.max_labels));
+    }
+    if !spec.cost_per_hour.is_finite() || spec.cost_per_hour < 0.0 {
+        return invalid("cost_per_hour", "must be a finite number, 0 or more".into());
+    }
+    Ok(())
 }

@@ -89,6 +89,7 @@ struct MachineRecord {
 type LastClaim = (u64, Vec<(JobId, Token)>, bool);
 
 pub use super::request::JobCounts;
+pub use machines::check_machine_spec;
 
 #[derive(Clone, Debug)]
 pub struct MemStore {

@@ -101,7 +101,10 @@ impl MemStore {
             .collect();
         let mut machines = BTreeMap::new();
         let mut spend = 0.0;
-        for m in self.machines.values() {
+        // In id order: a float sum depends on its order, and every store must give the same.
+        let mut ids: Vec<_> = self.machines.keys().copied().collect();
+        ids.sort_unstable();
+        for m in ids.iter().map(|id| &self.machines[id]) {
             *machines.entry(state_name(m.state).to_string()).or_insert(0) += 1;
             spend +=
                 m.last_seen.since(m.registered_at).as_secs_f64() / 3600.0 * m.spec.cost_per_hour;

@@ -1,0 +1,99 @@
+//! An agent's own `/metrics` (`drover agent --metrics-listen`): its breaker, running attempts,
+//! outbox and store errors. The breaker lives in each agent, so this is where it is watched.
+
+use super::exposition::Exposition;
+use super::metrics::CONTENT_TYPE;
+use crate::runtime::AgentSnapshot;
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+pub fn router(snapshot: watch::Receiver<AgentSnapshot>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = render(&snapshot.borrow());
+            async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], text) }
+        }),
+    )
+}
+
+pub fn render(s: &AgentSnapshot) -> String {
+    let mut e = Exposition::default();
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let (g, c) = ("gauge", "counter");
+    e.single(
+        "drover_agent_breaker_open",
+        g,
+        "1 while the store circuit breaker is open or half-open.",
+        flag(s.breaker_open),
+    );
+    e.single(
+        "drover_agent_breaker_opened_total",
+        c,
+        "Times the breaker opened.",
+        s.breaker_opened as f64,
+    );
+    e.single(
+        "drover_agent_registered",
+        g,
+        "1 while the agent holds a machine id.",
+        flag(s.machine.is_some()),
+    );
+    e.single(
+        "drover_agent_draining",
+        g,
+        "1 while the agent drains.",
+        flag(s.draining),
+    );
+    e.single(
+        "drover_agent_running_jobs",
+        g,
+        "Attempts running now.",
+        s.running as f64,
+    );
+    e.single(
+        "drover_agent_outbox",
+        g,
+        "Outcomes waiting to reach the store.",
+        s.outbox as f64,
+    );
+    e.single(
+        "drover_agent_store_errors_total",
+        c,
+        "Store requests that got no answer.",
+        s.store_errors as f64,
+    );
+    e.single(
+        "drover_agent_request_timeouts_total",
+        c,
+        "Store requests timed out by the agent's link.",
+        s.link_failures as f64,
+    );
+    e.single(
+        "drover_agent_attempts_started_total",
+        c,
+        "Attempts started.",
+        s.started as f64,
+    );
+    e.single(
+        "drover_agent_attempts_revoked_total",
+        c,
+        "Attempts stopped because their lease was revoked.",
+        s.revoked as f64,
+    );
+    e.family(
+        "drover_agent_attempts_finished_total",
+        c,
+        "Attempts finished, by outcome.",
+    );
+    for (outcome, n) in &s.finished {
+        e.sample(
+            "drover_agent_attempts_finished_total",
+            &[("outcome", outcome)],
+            *n as f64,
+        );
+    }
+    e.finish()
+}

@@ -1,0 +1,123 @@
+//! Executors run one attempt of a job on this machine. The agent driver picks one by the job's
+//! `kind`; an attempt ends with an `Outcome`, and is stopped by dropping its future (the
+//! driver aborts its task), so an executor must clean up on drop (`kill_on_drop` for
+//! processes).
+//!
+//! Extension point: implement `Executor` and register it with `Executors::with` (the GPU
+//! executor in engine/src/gpu registers itself as kind "gpu" this way).
+
+pub mod command;
+pub mod sleep;
+
+use crate::core::{Failure, JobId, JobSpec, Outcome, Token};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub use command::{CommandExecutor, CommandTemplate};
+pub use sleep::SleepExecutor;
+
+/// An attempt in progress, as its executor is a future of its outcome.
+pub type Attempt = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+pub trait Executor: Send + Sync + 'static {
+    fn run(&self, ctx: JobContext) -> Attempt;
+}
+
+/// What an executor knows of the attempt it runs.
+pub struct JobContext {
+    pub job: JobId,
+    pub attempt: u32,
+    pub spec: Arc<JobSpec>,
+    pub progress: ProgressSink,
+}
+
+/// One progress report of a running attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgressReport {
+    pub job: JobId,
+    pub token: Token,
+    pub percent: u8,
+    pub message: String,
+}
+
+/// Where an executor reports progress. Reports are advisory (the next one supersedes the
+/// last), so a full channel drops the report rather than stall the job.
+#[derive(Clone)]
+pub struct ProgressSink {
+    job: JobId,
+    token: Token,
+    tx: mpsc::Sender<ProgressReport>,
+}
+
+impl ProgressSink {
+    pub fn new(job: JobId, token: Token, tx: mpsc::Sender<ProgressReport>) -> ProgressSink {
+        ProgressSink { job, token, tx }
+    }
+
+    pub fn report(&self, percent: u8, message: impl Into<String>) {
+        let report = ProgressReport {
+            job: self.job,
+            token: self.token,
+            percent: percent.min(100),
+            message: message.into(),
+        };
+        let _ = self.tx.try_send(report);
+    }
+}
+
+/// A failure that no other attempt would cure: the job goes to `dead` at once.
+pub fn fatal(message: impl Into<String>) -> Outcome {
+    Outcome::Failed(Failure::Error {
+        retryable: false,
+        message: message.into(),
+    })
+}
+
+/// A failure another attempt may not meet.
+pub fn retryable(message: impl Into<String>) -> Outcome {
+    Outcome::Failed(Failure::Error {
+        retryable: true,
+        message: message.into(),
+    })
+}
+
+/// The executors of one agent, by job kind.
+#[derive(Clone, Default)]
+pub struct Executors {
+    kinds: BTreeMap<String, Arc<dyn Executor>>,
+}
+
+impl Executors {
+    /// The built-in `sleep` executor and one command executor per configured kind.
+    pub fn from_templates(templates: &BTreeMap<String, CommandTemplate>) -> Executors {
+        let mut executors = Executors::default().with("sleep", SleepExecutor);
+        for (kind, template) in templates {
+            executors = executors.with(kind, CommandExecutor::new(template.clone()));
+        }
+        executors
+    }
+
+    pub fn with(mut self, kind: impl Into<String>, executor: impl Executor) -> Executors {
+        self.kinds.insert(kind.into(), Arc::new(executor));
+        self
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Runs the attempt with the executor of its kind; a kind this agent does not know fails
+    /// the job for good (the store does not route by kind, so retrying would not help here).
+    pub fn run(&self, ctx: JobContext) -> Attempt {
+        match self.kinds.get(&ctx.spec.kind) {
+            Some(executor) => executor.run(ctx),
+            None => {
+                let message = format!("no executor for job kind {:?} on this agent", ctx.spec.kind);
+                Box::pin(async move { fatal(message) })
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+-- Jobs: submit, cancel, read, record outcomes, and the transitions they share (mem/jobs.rs).
+-- A job is a hash j:<id>: spec (the JSON the client sent), class, state, attempt, token (the
+-- newest issued), recorded (the token whose outcome was recorded last), priority,
+-- max_attempts, timeout, key, submitted_at, started_at, finished_at, error, pct, msg, and while
+-- leased: machine, deadline, attempt_deadline, expiry; while delayed: until.
+
+-- The class of requirements `r` (a Submit's class fields), interned on first sight.
+function F.class_of(r)
+  local existing = redis.call('HGET', P .. 'classkey', r.key)
+  if existing then return tonumber(existing) end
+  local n = F.meta('classes')
+  if n >= C.max_classes then return nil, F.full('classes', C.max_classes) end
+  redis.call('HSET', META, 'classes', F.fmt(n + 1))
+  redis.call('HSET', P .. 'classkey', r.key, F.fmt(n))
+  redis.call('HSET', F.ckey(n), 'key', r.key, 'gpus', F.fmt(r.gpus), 'mem', F.fmt(r.mem),
+    'disk', F.fmt(r.disk), 'models', r.models, 'gpu_models', r.gpu_models,
+    'labels', r.labels, 'not_labels', r.not_labels)
+  return n
+end
+
+function F.live_jobs()
+  local f = redis.call('HMGET', META, 'queued', 'delayed', 'leased', 'finished')
+  return (tonumber(f[1]) or 0) + (tonumber(f[2]) or 0) + (tonumber(f[3]) or 0) +
+    (tonumber(f[4]) or 0)
+end
+
+function F.submit(r)
+  if r.key then
+    local existing = redis.call('HGET', P .. 'idem', r.key)
+    if existing then return {'submitted', tonumber(existing), 0} end
+  end
+  if F.live_jobs() >= C.max_jobs then return F.full('jobs', C.max_jobs) end
+  local cid, refusal = F.class_of(r.class)
+  if not cid then return refusal end
+  local id = redis.call('HINCRBY', META, 'next_job', 1)
+  if r.key then redis.call('HSET', P .. 'idem', r.key, F.fmt(id)) end
+  local jk = F.jkey(id)
+  redis.call('HSET', jk, 'spec', r.spec, 'class', F.fmt(cid), 'attempt', '0', 'token', '0',
+    'priority', F.fmt(r.priority), 'max_attempts', F.fmt(r.max_attempts),
+    'timeout', F.fmt(r.timeout), 'submitted_at', F.fmt(NOW))
+  if r.key then redis.call('HSET', jk, 'key', r.key) end
+  redis.call('ZADD', P .. 'jobs', id, F.pad(id))
+  F.count('t_submitted', 1)
+  F.enqueue(id)
+  return {'submitted', id, 1}
+end
+
+-- Puts a job at its place in its class queue (priority, then id) and wakes one idle machine.
+function F.enqueue(id)
+  local jk = F.jkey(id)
+  local f = redis.call('HMGET', jk, 'priority', 'class')
+  local cid = tonumber(f[2])
+  redis.call('HSET', jk, 'state', 'queued')
+  redis.call('ZADD', F.qkey(cid), 100 - tonumber(f[1]), F.pad(id))
+  redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
+  F.count('queued', 1)
+  F.wake_one_for(cid)
+end
+
+function F.unqueue(id)
+  local cid = tonumber(redis.call('HGET', F.jkey(id), 'class'))
+  local q = F.qkey(cid)
+  redis.call('ZREM', q, F.pad(id))
+  if redis.call('ZCARD', q) == 0 then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
+  F.count('queued', -1)
+end
+
+-- A machine's leases, in MemStore's Vec order (swap_remove keeps that order meaningful).
+function F.leases_of(mk)
+  local out = {}
+  for _, j in ipairs(F.split(redis.call('HGET', mk, 'leases'), ',')) do
+    out[#out + 1] = tonumber(j)
+  end
+  return out
+end
+
+function F.set_leases(mk, list)
+  local s = {}
+  for i, j in ipairs(list) do s[i] = F.fmt(j) end
+  redis.call('HSET', mk, 'leases', table.concat(s, ','))
+end
+
+-- Removes a job's live lease from every index; the caller decides what comes next.
+function F.end_lease(id)
+  local jk = F.jkey(id)
+  local machine = tonumber(redis.call('HGET', jk, 'machine'))
+  redis.call('ZREM', P .. 'leases', F.pad(id))
+  local mk = F.mkey(machine)
+  local list = F.leases_of(mk)
+  for i, j in ipairs(list) do
+    if j == id then
+      list[i] = list[#list]
+      list[#list] = nil
+      F.set_leases(mk, list)
+      break
+    end
+  end
+  redis.call('HDEL', jk, 'machine', 'deadline', 'expiry')
+  F.count('leased', -1)
+end
+
+function F.settle(id, next)
+  if next.terminal then return F.finish(id, next.terminal) end
+  if next.delay == 0 then return F.enqueue(id) end
+  local until_ = NOW + next.delay
+  redis.call('HSET', F.jkey(id), 'state', 'delayed', 'until', F.fmt(until_))
+  redis.call('ZADD', P .. 'delayed', until_, F.pad(id))
+  F.count('delayed', 1)
+end
+
+-- The lease (if any) was already ended by the caller.
+function F.finish(id, state)
+  local jk = F.jkey(id)
+  redis.call('HSET', jk, 'state', state, 'finished_at', F.fmt(NOW))
+  redis.call('HDEL', jk, 'pct', 'msg')
+  F.count('t_' .. state, 1)
+  redis.call('RPUSH', P .. 'finished', F.fmt(NOW) .. ':' .. F.fmt(id))
+  F.count('finished', 1)
+end
+
+-- Ends a leased job's attempt from the store's side (expiry, machine lost, over time).
+function F.revoke(id, ending)
+  local f = redis.call('HMGET', F.jkey(id), 'attempt', 'max_attempts')
+  F.end_lease(id)
+  F.count('t_revoked', 1)
+  local next = F.after_attempt(id, tonumber(f[1]), tonumber(f[2]), ending)
+  F.settle(id, next)
+  return next
+end
+
+function F.cancel(r)
+  local id = tonumber(r.job)
+  local state = redis.call('HGET', F.jkey(id), 'state')
+  if not state then return F.err('unknown_job') end
+  if state == 'queued' then
+    F.unqueue(id)
+  elseif state == 'delayed' then
+    redis.call('ZREM', P .. 'delayed', F.pad(id))
+    F.count('delayed', -1)
+  elseif state == 'leased' then
+    F.end_lease(id)
+  elseif state == 'cancelled' then
+    return {'cancelled', state}
+  else
+    return F.err('already_finished', state)
+  end
+  F.finish(id, 'cancelled')
+  return {'cancelled', state}
+end
+
+-- A job as the API shows it; Rust rebuilds the spec's requirements from the class key.
+function F.view(id)
+  local jk = F.jkey(id)
+  local f = redis.call('HMGET', jk, 'state', 'attempt', 'machine', 'submitted_at',
+    'started_at', 'finished_at', 'error', 'pct', 'msg', 'spec', 'class')
+  local key = redis.call('HGET', F.ckey(tonumber(f[11])), 'key')
+  return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], key}
+end
+
+function F.get(r)
+  local id = tonumber(r.job)
+  if redis.call('EXISTS', F.jkey(id)) == 0 then return F.err('unknown_job') end
+  return {'job', F.view(id)}
+end
+
+-- After running out of GPU memory a job asks for what it needed, so that its retry only goes
+-- where it fits. If no class can be made, it keeps its old one.
+function F.raise_gpu_mem(id, needed)
+  local jk = F.jkey(id)
+  local c = F.class(tonumber(redis.call('HGET', jk, 'class')))
+  if needed <= c.mem then return end
+  local cid = F.class_of({key = F.fmt(needed) .. '|' .. c.rest, gpus = c.gpus, mem = needed,
+    disk = c.disk, models = c.models_json, gpu_models = c.gpu_models_json,
+    labels = c.labels_json, not_labels = c.not_labels_json})
+  if cid then redis.call('HSET', jk, 'class', F.fmt(cid)) end
+end
+
+function F.complete(r)
+  local id = tonumber(r.job)
+  local token = tonumber(r.token)
+  local jk = F.jkey(id)
+  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token')
+  if not f[1] then return F.err('unknown_job') end
+  if f[2] and tonumber(f[2]) == token then return {'recorded', f[1]} end
+  if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
+  redis.call('HSET', jk, 'recorded', F.fmt(token))
+  F.end_lease(id)
+  if r.outcome == 'succeeded' then
+    F.finish(id, 'succeeded')
+  else
+    if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
+    redis.call('HSET', jk, 'error', r.error)
+    local a = redis.call('HMGET', jk, 'attempt', 'max_attempts')
+    F.settle(id, F.after_attempt(id, tonumber(a[1]), tonumber(a[2]), r.outcome))
+  end
+  return {'recorded', redis.call('HGET', jk, 'state')}
+end
+
+function F.release(r)
+  local id = tonumber(r.job)
+  local token = tonumber(r.token)
+  local jk = F.jkey(id)
+  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'attempt')
+  if not f[1] then return F.err('unknown_job') end
+  if f[2] and tonumber(f[2]) == token then return {'released'} end
+  if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
+  -- A released attempt did not fail: it is not charged.
+  redis.call('HSET', jk, 'recorded', F.fmt(token), 'attempt', F.fmt(tonumber(f[4]) - 1))
+  F.end_lease(id)
+  F.enqueue(id)
+  return {'released'}
+end
+
+function F.progress(r)
+  local id = tonumber(r.job)
+  local jk = F.jkey(id)
+  local f = redis.call('HMGET', jk, 'state', 'token')
+  if not f[1] then return F.err('unknown_job') end
+  if f[1] ~= 'leased' or tonumber(f[2]) ~= tonumber(r.token) then return F.err('stale') end
+  redis.call('HSET', jk, 'pct', F.fmt(r.percent), 'msg', r.message)
+  return {'progress'}
+end

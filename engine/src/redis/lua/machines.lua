@@ -1,0 +1,126 @@
+-- The machine registry (mem/machines.rs). A machine is a hash m:<id>: name, pool, gpus,
+-- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job ids
+-- in MemStore's order), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its last claim);
+-- wait_seq/wait_offer while idle. mname maps names to ids; mexp orders machines by expiry.
+
+function F.profile_of(r)
+  local existing = redis.call('HGET', P .. 'profkey', r.profile_key)
+  if existing then return tonumber(existing) end
+  local n = F.meta('profiles')
+  redis.call('HSET', META, 'profiles', F.fmt(n + 1))
+  redis.call('HSET', P .. 'profkey', r.profile_key, F.fmt(n))
+  redis.call('HSET', F.pkey(n), 'gpus', F.fmt(r.gpus), 'model', r.gpu_model,
+    'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'labels', r.labels)
+  return n
+end
+
+-- Nil if the machine is registered and ready, else the refusal.
+function F.ready(id)
+  local state = redis.call('HGET', F.mkey(id), 'state')
+  if not state then return F.err('unknown_machine') end
+  if state ~= 'ready' then return F.err('machine_lost') end
+  return nil
+end
+
+function F.register(r)
+  local pid = F.profile_of(r)
+  local expires = NOW + C.machine_ttl
+  local existing = redis.call('HGET', P .. 'mname', r.name)
+  local id
+  if existing then
+    id = tonumber(existing)
+    -- Its place in an idle line belongs to its old profile.
+    F.stop_waiting(id)
+    local mk = F.mkey(id)
+    redis.call('HSET', mk, 'pool', r.pool, 'gpus', F.fmt(r.gpus), 'gpu_model', r.gpu_model,
+      'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost, 'profile', F.fmt(pid),
+      'state', 'ready', 'expires', F.fmt(expires), 'last_seen', F.fmt(NOW))
+    redis.call('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle')
+  else
+    local n = F.meta('machines')
+    if n >= C.max_machines then return F.full('machines', C.max_machines) end
+    -- Ids follow the store clock as well as counting up, so that a store that lost its data
+    -- never hands a live agent's old id to another machine.
+    id = F.max(F.meta('last_machine') + 1, NOW)
+    redis.call('HSET', META, 'last_machine', F.fmt(id), 'machines', F.fmt(n + 1))
+    redis.call('HSET', P .. 'mname', r.name, F.fmt(id))
+    redis.call('HSET', F.mkey(id), 'name', r.name, 'pool', r.pool, 'gpus', F.fmt(r.gpus),
+      'gpu_model', r.gpu_model, 'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost,
+      'profile', F.fmt(pid), 'state', 'ready', 'expires', F.fmt(expires), 'leases', '',
+      'registered_at', F.fmt(NOW), 'last_seen', F.fmt(NOW))
+    redis.call('ZADD', P .. 'machines', id, F.pad(id))
+  end
+  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
+  redis.call('HSET', F.pkey(pid), 'last_seen', F.fmt(NOW))
+  return {'registered', id}
+end
+
+-- The machine showed it is alive: push back its expiry.
+function F.touch(id)
+  local mk = F.mkey(id)
+  local expires = NOW + C.machine_ttl
+  redis.call('HSET', mk, 'last_seen', F.fmt(NOW), 'expires', F.fmt(expires))
+  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
+  redis.call('HSET', F.pkey(tonumber(redis.call('HGET', mk, 'profile'))), 'last_seen',
+    F.fmt(NOW))
+end
+
+-- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past
+-- its job's timeout is ended here, as the reaper would.
+function F.renew(machine, job, token)
+  local jk = F.jkey(job)
+  local f = redis.call('HMGET', jk, 'state', 'machine', 'token', 'attempt_deadline')
+  if f[1] ~= 'leased' or tonumber(f[2]) ~= machine or tonumber(f[3]) ~= token then
+    return 0
+  end
+  local attempt_deadline = tonumber(f[4])
+  if NOW >= attempt_deadline then
+    F.revoke(job, 'overtime')
+    return 0
+  end
+  local deadline = NOW + C.lease_ttl
+  local expiry = F.min(deadline, attempt_deadline)
+  redis.call('ZADD', P .. 'leases', expiry, F.pad(job))
+  redis.call('HSET', jk, 'deadline', F.fmt(deadline), 'expiry', F.fmt(expiry))
+  return deadline
+end
+
+function F.heartbeat(r)
+  local id = tonumber(r.machine)
+  local refusal = F.ready(id)
+  if refusal then return refusal end
+  if #r.leases > C.max_leases_per_heartbeat then
+    return F.full('leases per heartbeat', C.max_leases_per_heartbeat)
+  end
+  F.touch(id)
+  local statuses = {}
+  for i, lease in ipairs(r.leases) do
+    statuses[i] = F.renew(id, tonumber(lease[1]), tonumber(lease[2]))
+  end
+  return {'heartbeat', statuses}
+end
+
+-- Marks a machine lost or gone and revokes its leases, charging their attempts. Returns how
+-- many jobs were requeued and how many ended.
+function F.retire(id, state)
+  F.stop_waiting(id)
+  local mk = F.mkey(id)
+  redis.call('ZREM', P .. 'mexp', F.pad(id))
+  redis.call('HSET', mk, 'state', state)
+  local leases = F.leases_of(mk)
+  redis.call('HSET', mk, 'leases', '')
+  local requeued, ended = 0, 0
+  for _, job in ipairs(leases) do
+    if F.revoke(job, 'abandoned').terminal then ended = ended + 1 else requeued = requeued + 1 end
+  end
+  return requeued, ended
+end
+
+function F.deregister(r)
+  local id = tonumber(r.machine)
+  local state = redis.call('HGET', F.mkey(id), 'state')
+  if not state then return F.err('unknown_machine') end
+  if state == 'gone' then return {'deregistered', 0} end
+  local requeued, ended = F.retire(id, 'gone')
+  return {'deregistered', requeued + ended}
+end

@@ -1,0 +1,120 @@
+-- The reaper's pass (mem/reap.rs): release due retries, declare silent machines lost, revoke
+-- expired and over-time leases, judge unworkable jobs, forget old finished jobs. Bounded.
+
+-- Moves due delayed jobs to their queues; returns how many.
+function F.promote_due(max)
+  if max <= 0 then return 0 end
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', F.fmt(NOW), 'LIMIT', 0, max)
+  for _, m in ipairs(due) do
+    redis.call('ZREM', P .. 'delayed', m)
+    F.count('delayed', -1)
+    F.enqueue(tonumber(m))
+  end
+  return #due
+end
+
+-- The first member of zset `key` if its score is due (<= now), else nil.
+function F.first_due(key)
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #head == 0 or tonumber(head[2]) > NOW then return nil end
+  return tonumber(head[1])
+end
+
+function F.judge_unworkable(budget, report)
+  local since = NOW - C.unworkable_after
+  if since < 0 then return budget end
+  local seen = {}
+  local any = false
+  for i = 0, F.meta('profiles') - 1 do
+    local last = redis.call('HGET', F.pkey(i), 'last_seen')
+    if last and tonumber(last) >= since then
+      seen[#seen + 1] = i
+      any = true
+    end
+  end
+  -- An empty fleet is an outage, not a verdict on the jobs.
+  if not any then return budget end
+  for _, cs in ipairs(redis.call('ZRANGE', P .. 'nonempty', 0, -1)) do
+    if budget == 0 then return budget end
+    local cid = tonumber(cs)
+    local workable = false
+    for _, pid in ipairs(seen) do
+      if F.allows(cid, pid) then
+        workable = true
+        break
+      end
+    end
+    if not workable then
+      local victims = {}
+      for _, m in ipairs(redis.call('ZRANGE', F.qkey(cid), 0, -1)) do
+        if #victims >= budget then break end
+        local job = tonumber(m)
+        if tonumber(redis.call('HGET', F.jkey(job), 'submitted_at')) <= since then
+          victims[#victims + 1] = job
+        end
+      end
+      for _, job in ipairs(victims) do
+        F.unqueue(job)
+        F.finish(job, 'unworkable')
+        report.unworkable = report.unworkable + 1
+        budget = budget - 1
+      end
+    end
+  end
+  return budget
+end
+
+function F.purge_finished(budget, report)
+  while budget > 0 do
+    local head = redis.call('LINDEX', P .. 'finished', 0)
+    if not head then break end
+    local f = F.split(head, ':')
+    if tonumber(f[1]) + C.retention > NOW then break end
+    redis.call('LPOP', P .. 'finished')
+    local job = tonumber(f[2])
+    local jk = F.jkey(job)
+    local key = redis.call('HGET', jk, 'key')
+    if key then redis.call('HDEL', P .. 'idem', key) end
+    redis.call('DEL', jk)
+    redis.call('ZREM', P .. 'jobs', F.pad(job))
+    F.count('finished', -1)
+    report.purged = report.purged + 1
+    budget = budget - 1
+  end
+  return budget
+end
+
+function F.reap(r)
+  local report = {promoted = 0, lost = 0, requeued = 0, dead = 0, timed_out = 0,
+    unworkable = 0, purged = 0}
+  local budget = r.max
+  report.promoted = F.promote_due(budget)
+  budget = budget - report.promoted
+  while budget > 0 do
+    local machine = F.first_due(P .. 'mexp')
+    if not machine then break end
+    local requeued, ended = F.retire(machine, 'lost')
+    report.lost = report.lost + 1
+    report.requeued = report.requeued + requeued
+    report.dead = report.dead + ended
+    budget = F.max(budget - (1 + requeued + ended), 0)
+  end
+  while budget > 0 do
+    local job = F.first_due(P .. 'leases')
+    if not job then break end
+    local ad = tonumber(redis.call('HGET', F.jkey(job), 'attempt_deadline'))
+    local next = F.revoke(job, NOW >= ad and 'overtime' or 'abandoned')
+    if not next.terminal then
+      report.requeued = report.requeued + 1
+    elseif next.terminal == 'timed_out' then
+      report.timed_out = report.timed_out + 1
+    else
+      report.dead = report.dead + 1
+    end
+    budget = budget - 1
+  end
+  budget = F.judge_unworkable(budget, report)
+  budget = F.purge_finished(budget, report)
+  return {'reaped', report.promoted, report.lost, report.requeued, report.dead,
+    report.timed_out, report.unworkable, report.purged, budget == 0 and 1 or 0}
+end

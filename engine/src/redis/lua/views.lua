@@ -1,0 +1,73 @@
+-- What the API reads (mem/views.rs): job and machine listings and the store's statistics.
+
+function F.list_jobs(r)
+  local limit = F.min(r.limit, C.max_list)
+  local out = {'jobs'}
+  if limit == 0 then return out end
+  local from = r.after and ('(' .. r.after) or '-inf'
+  local offset = 0
+  -- A scan in id order: listings are for people and dashboards, not the hot path.
+  while #out - 1 < limit do
+    local ids = redis.call('ZRANGEBYSCORE', P .. 'jobs', from, '+inf', 'LIMIT', offset, 256)
+    if #ids == 0 then break end
+    offset = offset + #ids
+    for _, m in ipairs(ids) do
+      local job = tonumber(m)
+      if not r.state or redis.call('HGET', F.jkey(job), 'state') == r.state then
+        out[#out + 1] = F.view(job)
+        if #out - 1 >= limit then break end
+      end
+    end
+  end
+  return out
+end
+
+function F.machine_view(id)
+  local f = redis.call('HMGET', F.mkey(id), 'name', 'pool', 'state', 'gpus', 'gpu_model',
+    'mem', 'cost', 'leases', 'wait_seq', 'registered_at', 'last_seen')
+  local leases = #F.split(f[8], ',')
+  return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], leases, f[9] and 1 or 0, f[10], f[11]}
+end
+
+function F.list_machines(r)
+  local limit = F.min(r.limit, C.max_list)
+  local out = {'machines'}
+  if limit == 0 then return out end
+  for _, m in ipairs(redis.call('ZRANGE', P .. 'machines', 0, limit - 1)) do
+    out[#out + 1] = F.machine_view(tonumber(m))
+  end
+  return out
+end
+
+function F.stats(r)
+  local counts = redis.call('HMGET', META, 'queued', 'delayed', 'leased', 'finished')
+  local totals = redis.call('HMGET', META, 't_submitted', 't_succeeded', 't_dead',
+    't_cancelled', 't_timed_out', 't_unworkable', 't_retries', 't_revoked')
+  local classes = {}
+  for _, cs in ipairs(redis.call('ZRANGE', P .. 'nonempty', 0, -1)) do
+    local cid = tonumber(cs)
+    classes[#classes + 1] = {cid, F.class(cid).key, redis.call('ZCARD', F.qkey(cid))}
+  end
+  local by_state = {}
+  local states = {}
+  -- Summed in machine id order, with the same float operations as MemStore, so the two agree
+  -- to the last bit.
+  local spend = 0.0
+  for _, m in ipairs(redis.call('ZRANGE', P .. 'machines', 0, -1)) do
+    local f = redis.call('HMGET', F.mkey(tonumber(m)), 'state', 'registered_at', 'last_seen',
+      'cost')
+    if not by_state[f[1]] then
+      by_state[f[1]] = 0
+      states[#states + 1] = f[1]
+    end
+    by_state[f[1]] = by_state[f[1]] + 1
+    local secs = F.max(tonumber(f[3]) - tonumber(f[2]), 0) / 1e6
+    spend = spend + secs / 3600.0 * tonumber(f[4])
+  end
+  local machines = {}
+  for _, s in ipairs(states) do
+    machines[#machines + 1] = s
+    machines[#machines + 1] = by_state[s]
+  end
+  return {'stats', counts, classes, machines, totals, string.format('%.17g', spend)}
+end

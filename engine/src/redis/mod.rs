@@ -1,0 +1,212 @@
+//! `RedisStore`: the store on a real Redis (one node, or Redis Cluster), applying every request
+//! as one atomic Lua script with the same semantics as `MemStore` (the conformance suite in
+//! `store::conformance` and `tests/redis_conformance.rs` holds the two to identical replies).
+//!
+//! Key layout: every key is `{<namespace>}:...`, one hash tag, so a namespace lives on one
+//! cluster shard and one script may touch all of it:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, classes, profiles, machines, job counts, totals (`t_*`) |
+//! | `{ns}:j:<job>` | hash | a job (see lua/jobs.lua) |
+//! | `{ns}:jobs` | zset | every retained job by id (listings) |
+//! | `{ns}:idem` | hash | idempotency key -> job |
+//! | `{ns}:classkey` | hash | class key -> class id |
+//! | `{ns}:c:<class>` | hash | a class's requirements |
+//! | `{ns}:c:<class>:q` | zset | its queue: score 100 - priority, member zero-padded job id |
+//! | `{ns}:c:<class>:allows` | hash | profile -> 1 never fits / 2 fits when free |
+//! | `{ns}:nonempty` | zset | classes with queued jobs |
+//! | `{ns}:delayed`, `{ns}:leases` | zset | retries by release time; leases by expiry |
+//! | `{ns}:finished` | list | `finished_at:job`, oldest first (purging) |
+//! | `{ns}:profkey`, `{ns}:p:<profile>` | hash | machine profiles, interned |
+//! | `{ns}:mname`, `{ns}:m:<machine>` | hash | machines by name; a machine |
+//! | `{ns}:machines`, `{ns}:mexp` | zset | machines by id; by heartbeat expiry |
+//! | `{ns}:waitp`, `{ns}:w:<profile>` | zset | profiles with idle machines; the idle line |
+//! | `{ns}:wake:<machine>` | list | a pending wake-up; the machine BLPOPs it |
+//! | `{ns}:test:clock` | string | TESTS ONLY: the store clock in us instead of TIME |
+//!
+//! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
+//! `{ns}:test:clock` exists its value is the clock instead: the conformance suite drives virtual
+//! time with it exactly as MemStore is given `now`. Production never sets that key.
+
+mod codec;
+mod connection;
+mod scripts;
+
+pub use codec::{requirements_from_key, wire_config};
+pub use connection::{parse_url, redact, ConnectOptions, Target};
+
+use crate::core::{EngineConfig, MachineId, Time};
+use crate::runtime::{SharedStore, StoreError};
+use crate::store::{Refusal, Reply, Request};
+use ::redis::Value;
+use connection::{store_error, Blocking, Requests, WaitPool};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The store on Redis. Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: Requests,
+    waits: Arc<WaitPool>,
+    namespace: String,
+    meta_key: String,
+    config: Arc<EngineConfig>,
+    wire_config: String,
+}
+
+/// A reply with the machines the request woke (in the order the store woke them).
+pub type Traced = (Result<Reply, Refusal>, Vec<MachineId>);
+
+impl RedisStore {
+    /// Connects to `url`: `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS, system
+    /// roots; see `connect_with` for a private CA) or
+    /// `redis+cluster://[user:password@]host:port[,host:port...]` (`rediss+cluster://` for TLS).
+    /// `namespace` names the queue space (its keys are `{namespace}:...`).
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        config: EngineConfig,
+    ) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with(url, namespace, config, ConnectOptions::default()).await
+    }
+
+    /// `connect` with options: a CA to trust for TLS, a response timeout.
+    pub async fn connect_with(
+        url: &str,
+        namespace: &str,
+        config: EngineConfig,
+        options: ConnectOptions,
+    ) -> Result<RedisStore, StoreError> {
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(StoreError::Connection(format!(
+                "bad namespace {namespace:?}: it must be non-empty and without braces"
+            )));
+        }
+        let timeout = options
+            .response_timeout
+            .unwrap_or(Duration::from_micros(config.request_timeout.as_micros()));
+        let (requests, waits) =
+            connection::open(url, &options, timeout)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Connection(m) => {
+                        StoreError::Connection(format!("{}: {m}", connection::redact(url)))
+                    }
+                    other => other,
+                })?;
+        let store = RedisStore {
+            inner: Arc::new(Inner {
+                requests,
+                waits,
+                namespace: namespace.to_string(),
+                meta_key: format!("{{{namespace}}}:meta"),
+                wire_config: wire_config(&config),
+                config: Arc::new(config),
+            }),
+        };
+        // Loads the script now, so a server that cannot run it fails here, not on a request.
+        store.query(::redis::cmd("PING")).await?;
+        Ok(store)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Applies one request and also returns the machines it woke (the conformance suite
+    /// compares them with MemStore's `drain_wakes`).
+    pub async fn apply_traced(&self, request: Request) -> Result<Traced, StoreError> {
+        let wire = match codec::encode(&request, &self.inner.config) {
+            Ok(wire) => wire,
+            Err(refusal) => return Ok((Err(refusal), Vec::new())),
+        };
+        let script = scripts::store_script();
+        let mut invocation = script.key(&self.inner.meta_key);
+        invocation.arg(&self.inner.wire_config).arg(&wire.json);
+        let value: Value = match &self.inner.requests {
+            Requests::Node(conn) => invocation.invoke_async(&mut conn.clone()).await,
+            Requests::Cluster(conn) => invocation.invoke_async(&mut conn.clone()).await,
+        }
+        .map_err(store_error)?;
+        codec::decode(&value, &request, &wire.early)
+    }
+
+    /// TESTS ONLY: sets the namespace's store clock to `now` (µs), or back to Redis `TIME`
+    /// with `None`. The store clock still never runs backwards.
+    pub async fn set_test_clock(&self, now: Option<Time>) -> Result<(), StoreError> {
+        let key = format!("{{{}}}:test:clock", self.inner.namespace);
+        let mut cmd = match now {
+            Some(t) => {
+                let mut c = ::redis::cmd("SET");
+                c.arg(&key).arg(t.0);
+                c
+            }
+            None => {
+                let mut c = ::redis::cmd("DEL");
+                c.arg(&key);
+                c
+            }
+        };
+        self.query(std::mem::take(&mut cmd)).await.map(|_| ())
+    }
+
+    /// Sends one plain command on the request connection.
+    async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
+        match &self.inner.requests {
+            Requests::Node(conn) => cmd.query_async(&mut conn.clone()).await,
+            Requests::Cluster(conn) => cmd.query_async(&mut conn.clone()).await,
+        }
+        .map_err(store_error)
+    }
+
+    async fn blpop(conn: &mut Blocking, key: &str, timeout: Duration) -> Result<bool, StoreError> {
+        let mut cmd = ::redis::cmd("BLPOP");
+        cmd.arg(key).arg(timeout.as_secs_f64());
+        let value: Value = match conn {
+            Blocking::Node(c) => cmd.query_async(c).await,
+            Blocking::Cluster(c) => cmd.query_async(c).await,
+        }
+        .map_err(store_error)?;
+        Ok(!matches!(value, Value::Nil))
+    }
+}
+
+impl SharedStore for RedisStore {
+    async fn apply(&self, request: Request) -> Result<Result<Reply, Refusal>, StoreError> {
+        self.apply_traced(request).await.map(|(reply, _)| reply)
+    }
+
+    /// BLPOP on the machine's wake list, on a connection of its own without a response
+    /// timeout. A wake-up that came while nobody waited is still in the list (until it
+    /// expires, or the machine's next idle claim clears it), so none is lost between a claim
+    /// and the wait.
+    async fn wait_wake(&self, machine: MachineId, timeout: Duration) -> Result<bool, StoreError> {
+        let key = format!("{{{}}}:wake:{}", self.inner.namespace, machine.0);
+        if timeout.is_zero() {
+            let mut cmd = ::redis::cmd("LPOP");
+            cmd.arg(&key);
+            return Ok(!matches!(self.query(cmd).await?, Value::Nil));
+        }
+        let mut conn = self.inner.waits.take().await?;
+        // Redis times the BLPOP out itself; this outer bound only catches a server that went
+        // silent, and drops the connection (its BLPOP may still be pending there).
+        let guard = timeout + Duration::from_secs(2);
+        match tokio::time::timeout(guard, RedisStore::blpop(&mut conn, &key, timeout)).await {
+            Ok(Ok(woken)) => {
+                self.inner.waits.give_back(conn);
+                Ok(woken)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Runs the pure `Agent` under tokio against any `SharedStore`.
+//!
+//! One loop owns the agent. It sends the agent's requests (the agent keeps one in flight), feeds
+//! back replies, wakes it at `next_timeout` on a monotonic clock of its own, waits for the
+//! store's wake-up while idle, runs attempts with the executors, and drains on shutdown. A
+//! `StoreError` is simply a missing reply: the agent's link times the request out, backs off
+//! and opens its breaker, and keeps outcomes in its outbox until the store is back.
+//!
+//! Progress goes to the store on the side, best-effort, one report in flight and the latest per
+//! job kept: it is advisory (each report supersedes the last), so it must never delay an
+//! outcome, heartbeat or claim in the agent's single-request link nor count toward its breaker.
+
+use super::clock::MonoClock;
+use super::store::{SharedStore, StoreError};
+use crate::agent::{Action, Agent, Input};
+use crate::core::{EngineConfig, JobId, MachineId, Outcome, Token};
+use crate::executor::{Executors, JobContext, ProgressReport, ProgressSink};
+use crate::store::{Refusal, Reply, Request};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+/// How the driver behaves beyond what the agent decides.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// After a drain starts, running attempts get this long to finish; then they are stopped
+    /// and their jobs released (no attempt charged) before the machine deregisters.
+    pub drain_grace: Duration,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            drain_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the driver shows of the agent, for `/metrics` and tests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentSnapshot {
+    pub machine: Option<MachineId>,
+    pub running: usize,
+    pub outbox: usize,
+    pub breaker_open: bool,
+    pub breaker_opened: u64,
+    pub link_failures: u64,
+    pub store_errors: u64,
+    pub started: u64,
+    pub finished: BTreeMap<&'static str, u64>,
+    pub revoked: u64,
+    pub draining: bool,
+}
+
+/// How the driver ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DriverExit {
+    /// Drained and deregistered.
+    Left,
+    /// The drain grace ran out: running jobs were stopped and released.
+    ReleasedAfterGrace { released: usize },
+}
+
+type StoreReply = Result<Result<Reply, Refusal>, StoreError>;
+
+/// Both ends of a channel the loop sends to itself on.
+type Chan<T> = (mpsc::Sender<T>, mpsc::Receiver<T>);
+
+struct Task {
+    token: Token,
+    attempt: u32,
+    abort: AbortHandle,
+}
+
+pub struct AgentDriver<S> {
+    store: S,
+    agent: Agent,
+    clock: MonoClock,
+    config: Arc<EngineConfig>,
+    executors: Arc<Executors>,
+    options: DriverOptions,
+    tasks: HashMap<JobId, Task>,
+    replies: Chan<(u64, StoreReply)>,
+    finished: Chan<(JobId, Token, Outcome)>,
+    progress: Chan<ProgressReport>,
+    wakes: Chan<bool>,
+    waiting_for_wake: bool,
+    progress_out: ProgressOut,
+    snapshot: watch::Sender<AgentSnapshot>,
+    stats: AgentSnapshot,
+    drain_deadline: Option<Instant>,
+    left: bool,
+}
+
+impl<S: SharedStore> AgentDriver<S> {
+    /// A driver for `agent`, which must have been created at time zero of a fresh clock
+    /// (`Agent::new(.., Time::ZERO)`).
+    pub fn new(
+        store: S,
+        agent: Agent,
+        config: Arc<EngineConfig>,
+        executors: Executors,
+        options: DriverOptions,
+    ) -> AgentDriver<S> {
+        AgentDriver {
+            store,
+            agent,
+            clock: MonoClock::start(),
+            config,
+            executors: Arc::new(executors),
+            options,
+            tasks: HashMap::new(),
+            replies: mpsc::channel(16),
+            finished: mpsc::channel(256),
+            progress: mpsc::channel(256),
+            wakes: mpsc::channel(4),
+            waiting_for_wake: false,
+            progress_out: ProgressOut::default(),
+            snapshot: watch::channel(AgentSnapshot::default()).0,
+            stats: AgentSnapshot::default(),
+            drain_deadline: None,
+            left: false,
+        }
+    }
+
+    /// Follows the driver's state: machine id, running attempts, breaker.
+    pub fn snapshot(&self) -> watch::Receiver<AgentSnapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// Runs until the agent has drained and left. `shutdown` starts the drain.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> DriverExit {
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
+        self.perform_actions();
+        loop {
+            self.publish();
+            if self.has_left() {
+                return DriverExit::Left;
+            }
+            if self.grace_over() {
+                return self.release_and_leave().await;
+            }
+            self.start_wait_for_wake();
+            let timer = self.next_instant();
+            tokio::select! {
+                _ = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.begin_drain();
+                }
+                Some((id, result)) = self.replies.1.recv() => self.on_store_reply(id, result),
+                Some((job, token, outcome)) = self.finished.1.recv() => {
+                    self.on_finished(job, token, outcome)
+                }
+                Some(report) = self.progress.1.recv() => self.on_progress(report),
+                Some(woken) = self.wakes.1.recv() => self.on_wake(woken),
+                _ = tokio::time::sleep_until(timer.into()) => {
+                    self.agent.on_timeout(self.clock.now());
+                }
+            }
+            self.perform_actions();
+        }
+    }
+
+    /// "m3", or "unregistered", for logs.
+    fn machine_name(&self) -> String {
+        self.agent
+            .machine()
+            .map_or("unregistered".into(), |m| m.to_string())
+    }
+
+    fn has_left(&self) -> bool {
+        self.left
+    }
+
+    fn grace_over(&self) -> bool {
+        self.drain_deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn next_instant(&self) -> Instant {
+        let mut at = match self.agent.next_timeout() {
+            Some(time) => self.clock.instant(time),
+            None => Instant::now() + Duration::from_secs(3600),
+        };
+        if let Some(deadline) = self.drain_deadline {
+            at = at.min(deadline);
+        }
+        at
+    }
+
+    fn begin_drain(&mut self) {
+        tracing::info!(
+            machine = %self.machine_name(),
+            running = self.tasks.len(),
+            "draining: no new claims; running jobs may finish"
+        );
+        self.stats.draining = true;
+        self.drain_deadline = Some(Instant::now() + self.options.drain_grace);
+        self.agent.handle(self.clock.now(), Input::Drain);
+    }
+
+    fn on_store_reply(&mut self, id: u64, result: StoreReply) {
+        match result {
+            Ok(result) => {
+                let input = Input::Reply { id, result };
+                self.agent.handle(self.clock.now(), input);
+            }
+            Err(e) => {
+                self.stats.store_errors += 1;
+                tracing::warn!(machine = %self.machine_name(), error = %e, "store request failed");
+            }
+        }
+    }
+
+    fn on_finished(&mut self, job: JobId, token: Token, outcome: Outcome) {
+        // A stopped attempt may have finished just before it was aborted; only the attempt we
+        // still run may report.
+        let Some(task) = self.tasks.get(&job).filter(|t| t.token == token) else {
+            return;
+        };
+        tracing::info!(
+            machine = %self.machine_name(), job = %job, attempt = task.attempt,
+            outcome = outcome.label(), detail = ?outcome, "attempt finished"
+        );
+        *self.stats.finished.entry(outcome.label()).or_default() += 1;
+        self.tasks.remove(&job);
+        self.agent
+            .handle(self.clock.now(), Input::JobFinished { job, outcome });
+    }
+
+    fn on_wake(&mut self, woken: bool) {
+        self.waiting_for_wake = false;
+        if woken {
+            self.agent.handle(self.clock.now(), Input::Wake);
+        }
+    }
+
+    /// While idle, waits for the store's wake-up in a task of its own: a blocking read must
+    /// not be cancelled half-way by the loop's other events.
+    fn start_wait_for_wake(&mut self) {
+        let Some(machine) = self.agent.machine() else {
+            return;
+        };
+        if self.waiting_for_wake || !self.agent.is_idle() || self.stats.draining {
+            return;
+        }
+        self.waiting_for_wake = true;
+        let store = self.store.clone();
+        let tx = self.wakes.0.clone();
+        let wait = Duration::from_micros(self.config.idle_recheck.as_micros());
+        tokio::spawn(async move {
+            let woken = match store.wait_wake(machine, wait).await {
+                Ok(woken) => woken,
+                Err(e) => {
+                    tracing::warn!(machine = %machine, error = %e, "waiting for a wake-up failed");
+                    // Do not spin on a store that is down; the idle recheck claims anyway.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            let _ = tx.send(woken).await;
+        });
+    }
+
+    fn perform_actions(&mut self) {
+        while let Some(action) = self.agent.poll_action() {
+            match action {
+                Action::Send { id, request } => self.send(id, request),
+                Action::Start {
+                    job,
+                    token,
+                    attempt,
+                    spec,
+                    download,
+                } => {
+                    if !download.is_empty() {
+                        tracing::info!(job = %job, attempt, models = ?download, "models to fetch");
+                    }
+                    self.start(job, token, attempt, spec);
+                }
+                Action::Stop { job } => self.stop(job),
+                Action::Evicted { model } => tracing::info!(model = model.0, "evicted model"),
+                Action::Left => {
+                    self.left = true;
+                    tracing::info!(machine = %self.machine_name(), "deregistered");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, id: u64, request: Request) {
+        let store = self.store.clone();
+        let tx = self.replies.0.clone();
+        // Past twice the agent's own timeout nobody waits for the reply: end the task.
+        let limit = Duration::from_micros(self.config.request_timeout.as_micros() * 2);
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(limit, store.apply(request)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout),
+            };
+            let _ = tx.send((id, result)).await;
+        });
+    }
+
+    fn start(&mut self, job: JobId, token: Token, attempt: u32, spec: Arc<crate::core::JobSpec>) {
+        let machine = self.agent.machine().unwrap_or(MachineId(0));
+        let span = tracing::info_span!("job", machine = %machine, job = %job, attempt);
+        span.in_scope(|| tracing::info!(kind = %spec.kind, "attempt started"));
+        let ctx = JobContext {
+            job,
+            attempt,
+            spec,
+            progress: ProgressSink::new(job, token, self.progress.0.clone()),
+        };
+        let attempt_future = self.executors.run(ctx);
+        let tx = self.finished.0.clone();
+        let handle = tokio::spawn(
+            async move {
+                let outcome = attempt_future.await;
+                let _ = tx.send((job, token, outcome)).await;
+            }
+            .instrument(span),
+        );
+        let task = Task {
+            token,
+            attempt,
+            abort: handle.abort_handle(),
+        };
+        self.stats.started += 1;
+        self.tasks.insert(job, task);
+    }
+
+    fn stop(&mut self, job: JobId) {
+        if let Some(task) = self.tasks.remove(&job) {
+            task.abort.abort();
+            self.stats.revoked += 1;
+            tracing::warn!(
+                machine = %self.machine_name(), job = %job, attempt = task.attempt,
+                "attempt stopped: its lease is no longer ours"
+            );
+        }
+    }
+
+    fn on_progress(&mut self, report: ProgressReport) {
+        let live = self
+            .tasks
+            .get(&report.job)
+            .is_some_and(|t| t.token == report.token);
+        if live {
+            self.progress_out.push(report);
+            self.progress_out.pump(&self.store);
+        }
+    }
+
+    fn publish(&mut self) {
+        self.progress_out.pump(&self.store);
+        let link = self.agent.link();
+        self.stats.machine = self.agent.machine();
+        self.stats.running = self.tasks.len();
+        self.stats.outbox = self.agent.outbox_len();
+        self.stats.breaker_open = !matches!(
+            link.breaker(),
+            crate::core::breaker::BreakerState::Closed { .. }
+        );
+        self.stats.breaker_opened = link.breaker_opened();
+        self.stats.link_failures = link.failures;
+        self.snapshot.send_replace(self.stats.clone());
+    }
+
+    /// The grace ran out: stop what runs, give its jobs back uncharged, leave. Best-effort:
+    /// whatever the store misses here, lease expiry and the reaper recover.
+    async fn release_and_leave(mut self) -> DriverExit {
+        let running: Vec<(JobId, Token)> = self.agent.running().collect();
+        tracing::warn!(
+            machine = %self.machine_name(), jobs = running.len(),
+            "drain grace over: stopping and releasing running jobs"
+        );
+        for task in self.tasks.values() {
+            task.abort.abort();
+        }
+        let mut requests: Vec<Request> = running
+            .iter()
+            .map(|&(job, token)| Request::Release { job, token })
+            .collect();
+        if let Some(machine) = self.agent.machine() {
+            requests.push(Request::Deregister { machine });
+        }
+        let limit = Duration::from_micros(self.config.request_timeout.as_micros());
+        let applied = tokio::time::timeout(limit, self.store.apply(Request::Batch(requests)));
+        if !matches!(applied.await, Ok(Ok(Ok(_)))) {
+            tracing::warn!("could not release running jobs; the reaper will");
+        }
+        self.tasks.clear();
+        self.publish();
+        DriverExit::ReleasedAfterGrace {
+            released: running.len(),
+        }
+    }
+}
+
+/// Progress waiting to be sent: the latest report per job, one request in flight.
+#[derive(Default)]
+struct ProgressOut {
+    latest: BTreeMap<JobId, ProgressReport>,
+    in_flight: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressOut {
+    fn push(&mut self, report: ProgressReport) {
+        self.latest.insert(report.job, report);
+    }
+
+    fn pump<S: SharedStore>(&mut self, store: &S) {
+        if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let Some((_, report)) = self.latest.pop_first() else {
+            return;
+        };
+        let store = store.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let request = Request::Progress {
+                job: report.job,
+                token: report.token,
+                percent: report.percent,
+                message: report.message,
+            };
+            let limit = Duration::from_secs(2);
+            let _ = tokio::time::timeout(limit, store.apply(request)).await;
+        }));
+    }
+}

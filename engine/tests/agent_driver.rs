@@ -1,0 +1,209 @@
+//! The agent driver in-process on a `LocalStore`: draining, the grace period, the command
+//! executor's outcomes, and killing an attempt whose lease was revoked.
+
+mod api_support;
+
+use api_support::*;
+use drover_engine::agent::Agent;
+use drover_engine::core::{ModelSet, Time};
+use drover_engine::executor::{CommandTemplate, Executors};
+use drover_engine::runtime::{AgentDriver, DriverExit, DriverOptions};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn submit(api: &TestApi<drover_engine::runtime::LocalStore>, body: Value) -> String {
+    let (status, reply) = api.client.post("/v1/jobs", &body).await.unwrap();
+    assert!(status.is_success(), "{status}: {reply}");
+    reply["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_drain_lets_the_running_job_finish_then_deregisters() {
+    let api = local_api().await;
+    let mut agent = start_agent(api.store.clone(), fast_config(), machine("d1", 1), LIMIT);
+    let id = submit(&api, json!({"kind": "sleep", "payload": {"seconds": 1.0}})).await;
+    wait_job(&api.client, &id, LIMIT, state_is("leased")).await;
+    let started = Instant::now();
+    agent.drain.take().unwrap().send(()).unwrap();
+    let exit = tokio::time::timeout(LIMIT, agent.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, DriverExit::Left);
+    let job = wait_job(&api.client, &id, LIMIT, state_is("succeeded")).await;
+    assert_eq!(job["attempt"], 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the job"
+    );
+    let (_, machines) = api.client.get("/v1/machines").await.unwrap();
+    assert_ne!(machines["machines"][0]["state"], "ready", "{machines}");
+    // A job submitted after the drain is not claimed.
+    let later = submit(&api, json!({"kind": "sleep", "payload": {"seconds": 0.1}})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_job(&api.client, &later, LIMIT, state_is("queued")).await;
+}
+
+#[tokio::test]
+async fn past_the_grace_running_jobs_are_released_uncharged() {
+    let api = local_api().await;
+    let grace = Duration::from_millis(300);
+    let mut agent = start_agent(api.store.clone(), fast_config(), machine("d2", 1), grace);
+    let id = submit(&api, json!({"kind": "sleep", "payload": {"seconds": 60}})).await;
+    wait_job(&api.client, &id, LIMIT, state_is("leased")).await;
+    agent.drain.take().unwrap().send(()).unwrap();
+    let exit = tokio::time::timeout(LIMIT, agent.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, DriverExit::ReleasedAfterGrace { released: 1 });
+    let job = wait_job(&api.client, &id, LIMIT, state_is("queued")).await;
+    assert!(job["attempt"].as_u64() <= Some(1), "{job}");
+}
+
+fn template(program: &str, args: &[&str]) -> CommandTemplate {
+    CommandTemplate {
+        program: program.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: BTreeMap::new(),
+        workdir: None,
+    }
+}
+
+/// An agent whose `fail` kind prints its payload's `msg` to stderr and exits 3, whose `hold`
+/// kind writes its pid to `{pidfile}` and sleeps, and whose `ok` kind succeeds.
+fn command_agent(api: &TestApi<drover_engine::runtime::LocalStore>) -> TestAgent {
+    let config = Arc::new(fast_config());
+    let mut kinds = BTreeMap::new();
+    // The payload reaches the script as "$1", never as script text.
+    kinds.insert(
+        "fail".into(),
+        template("/bin/sh", &["-c", "echo \"$1\" >&2; exit 3", "sh", "{msg}"]),
+    );
+    kinds.insert(
+        "hold".into(),
+        template(
+            "/bin/sh",
+            &["-c", "echo $$ > \"$1\"; exec sleep 30", "sh", "{pidfile}"],
+        ),
+    );
+    kinds.insert(
+        "ok".into(),
+        template("/bin/sh", &["-c", "echo DROVER_PROGRESS 50 half; exit 0"]),
+    );
+    let agent = Agent::new(
+        config.clone(),
+        machine("c1", 2),
+        ModelSet::EMPTY,
+        3,
+        Time::ZERO,
+    );
+    let executors = Executors::from_templates(&kinds);
+    let driver = AgentDriver::new(
+        api.store.clone(),
+        agent,
+        config,
+        executors,
+        DriverOptions::default(),
+    );
+    let snapshot = driver.snapshot();
+    let task = tokio::spawn(driver.run(std::future::pending()));
+    TestAgent {
+        snapshot,
+        drain: None,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn command_outcomes_succeed_retry_with_stderr_or_die() {
+    let api = local_api().await;
+    let agent = command_agent(&api);
+    let ok = submit(&api, json!({"kind": "ok"})).await;
+    wait_job(&api.client, &ok, LIMIT, state_is("succeeded")).await;
+
+    let failing = json!({"kind": "fail", "payload": {"msg": "disk on fire"}, "max_attempts": 2});
+    let failing = submit(&api, failing).await;
+    let job = wait_job(&api.client, &failing, LIMIT, state_is("dead")).await;
+    assert_eq!(job["attempt"], 2, "a non-zero exit is retried: {job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("disk on fire"),
+        "{job}"
+    );
+
+    let missing = submit(
+        &api,
+        json!({"kind": "fail", "payload": {}, "max_attempts": 3}),
+    )
+    .await;
+    let job = wait_job(&api.client, &missing, LIMIT, state_is("dead")).await;
+    assert_eq!(
+        job["attempt"], 1,
+        "a missing placeholder is not retried: {job}"
+    );
+    assert!(job["error"].as_str().unwrap().contains("msg"), "{job}");
+
+    let unknown = submit(&api, json!({"kind": "teleport", "max_attempts": 3})).await;
+    let job = wait_job(&api.client, &unknown, LIMIT, state_is("dead")).await;
+    assert_eq!(job["attempt"], 1, "{job}");
+    agent.task.abort();
+}
+
+#[tokio::test]
+async fn a_cancelled_job_has_its_process_killed() {
+    let api = local_api().await;
+    let agent = command_agent(&api);
+    let dir = std::env::temp_dir().join(format!("drover-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("pid");
+    let _ = std::fs::remove_file(&pidfile);
+    let body = json!({"kind": "hold", "payload": {"pidfile": pidfile}});
+    let id = submit(&api, body).await;
+    wait_job(&api.client, &id, LIMIT, state_is("leased")).await;
+    let pid = read_pid(&pidfile).await;
+    assert!(alive(pid), "the command runs");
+    api.client
+        .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await
+        .unwrap();
+    let until = Instant::now() + LIMIT;
+    while alive(pid) {
+        assert!(
+            Instant::now() < until,
+            "process {pid} outlived its revoked lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agent.snapshot.borrow().revoked, 1);
+    agent.task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn read_pid(path: &std::path::Path) -> u32 {
+    let until = Instant::now() + LIMIT;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < until, "the command never wrote its pid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Running, and not a zombie waiting to be reaped.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared by the API and agent tests: an API server on a `LocalStore` and in-process agents,
+//! all on short timers so that every test ends in seconds.
+#![allow(dead_code)]
+
+use drover_engine::agent::Agent;
+use drover_engine::api::client::ApiClient;
+use drover_engine::api::{self, ApiOptions, ApiState};
+use drover_engine::core::{EngineConfig, MachineSpec, ModelSet, Span, Time};
+use drover_engine::executor::Executors;
+use drover_engine::runtime::{
+    AgentDriver, AgentSnapshot, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "s3cret";
+
+/// Timers short enough for tests, long enough for a loaded 2-core CI machine.
+pub fn fast_config() -> EngineConfig {
+    let config = EngineConfig {
+        lease_ttl: Span::from_secs(2),
+        heartbeat: Span::from_millis(200),
+        machine_ttl: Span::from_secs(2),
+        reaper_period: Span::from_millis(100),
+        request_timeout: Span::from_secs(1),
+        retry_base: Span::from_millis(50),
+        retry_max: Span::from_millis(200),
+        idle_recheck: Span::from_secs(1),
+        backoff_base: Span::from_millis(100),
+        backoff_max: Span::from_millis(100),
+        ..EngineConfig::default()
+    };
+    config.validate().expect("valid test config");
+    config
+}
+
+pub struct TestApi<S: SharedStore> {
+    pub base: String,
+    pub client: ApiClient,
+    pub store: S,
+    pub state: ApiState<S>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl<S: SharedStore> Drop for TestApi<S> {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+pub async fn start_api<S: SharedStore>(store: S, config: EngineConfig) -> TestApi<S> {
+    let options = ApiOptions {
+        token: Some(TOKEN.into()),
+        poll: Duration::from_millis(50),
+        ..ApiOptions::default()
+    };
+    let state = ApiState::new(Metered::new(store.clone()), Arc::new(config), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let every = Duration::from_millis(100);
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(api::serve(listener, state.clone(), every, true, shutdown));
+    let client = ApiClient::new(&base, Some(TOKEN.into())).unwrap();
+    TestApi {
+        base,
+        client,
+        store,
+        state,
+        stop: Some(stop),
+        task,
+    }
+}
+
+pub async fn local_api() -> TestApi<LocalStore> {
+    let config = fast_config();
+    start_api(LocalStore::new(config.clone()), config).await
+}
+
+pub struct TestAgent {
+    pub snapshot: watch::Receiver<AgentSnapshot>,
+    pub drain: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<DriverExit>,
+}
+
+pub fn machine(name: &str, gpus: u32) -> MachineSpec {
+    MachineSpec {
+        name: name.into(),
+        pool: "test".into(),
+        gpus,
+        gpu_model: "T4".into(),
+        gpu_mem_gb: 16,
+        disk_gb: 100,
+        labels: Default::default(),
+        cost_per_hour: 1.0,
+    }
+}
+
+pub fn start_agent<S: SharedStore>(
+    store: S,
+    config: EngineConfig,
+    spec: MachineSpec,
+    drain_grace: Duration,
+) -> TestAgent {
+    let config = Arc::new(config);
+    let agent = Agent::new(config.clone(), spec, ModelSet::EMPTY, 7, Time::ZERO);
+    let executors = Executors::from_templates(&Default::default());
+    let options = DriverOptions { drain_grace };
+    let driver = AgentDriver::new(store, agent, config, executors, options);
+    let snapshot = driver.snapshot();
+    let (drain, drained) = oneshot::channel::<()>();
+    let task = tokio::spawn(driver.run(async move {
+        let _ = drained.await;
+    }));
+    TestAgent {
+        snapshot,
+        drain: Some(drain),
+        task,
+    }
+}
+
+/// Polls `GET /v1/jobs/{id}` until `done` holds of the job, or panics after `limit`.
+pub async fn wait_job(
+    client: &ApiClient,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + limit;
+    loop {
+        let (status, job) = client.get(&format!("/v1/jobs/{id}")).await.unwrap();
+        assert!(status.is_success(), "{status}: {job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < until, "job never got there: {job}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
+    move |job| job["state"] == state
+}
