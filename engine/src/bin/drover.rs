@@ -52,6 +52,8 @@ enum Command {
     Submit(SubmitArgs),
     /// Show a job, or the scheduler's stats.
     Status(StatusArgs),
+    /// List this machine's GPUs (through the CUDA driver), as JSON.
+    Gpus,
 }
 
 #[derive(Args)]
@@ -91,12 +93,15 @@ struct AgentArgs {
     /// Unique machine name; defaults to the host name.
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value_t = 0)]
-    gpus: u32,
-    #[arg(long, default_value_t = 0)]
-    gpu_mem_gb: u32,
-    #[arg(long, default_value = "")]
-    gpu_model: String,
+    /// GPUs to offer; by default, those the CUDA driver finds (none without a driver).
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// GPU memory per GPU; by default, the smallest GPU's.
+    #[arg(long)]
+    gpu_mem_gb: Option<u32>,
+    /// GPU model; by default, the first GPU's name.
+    #[arg(long)]
+    gpu_model: Option<String>,
     #[arg(long, default_value_t = 100)]
     disk_gb: u32,
     #[arg(long, default_value_t = 0.0)]
@@ -208,6 +213,10 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Submit(args) => submit(args).await,
         Command::Status(args) => status(args).await,
+        Command::Gpus => {
+            println!("{}", serde_json::to_string_pretty(&drover_engine::gpu::discover()?)?);
+            Ok(())
+        }
     }
 }
 
@@ -309,12 +318,15 @@ async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()
 }
 
 async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -> Result<()> {
+    let found = drover_engine::gpu::discover().context("discovering GPUs")?;
+    let gpus = args.gpus.unwrap_or(found.len() as u32);
+    let smallest = found.iter().map(|g| g.total_mem_gb.floor() as u32).min().unwrap_or(0);
     let spec = MachineSpec {
         name: args.name.clone().unwrap_or_else(host_name),
         pool: args.pool.clone(),
-        gpus: args.gpus,
-        gpu_model: args.gpu_model.clone(),
-        gpu_mem_gb: args.gpu_mem_gb,
+        gpus,
+        gpu_model: args.gpu_model.clone().or_else(|| found.first().map(|g| g.name.clone())).unwrap_or_default(),
+        gpu_mem_gb: args.gpu_mem_gb.unwrap_or(smallest),
         disk_gb: args.disk_gb,
         labels: file.labels.clone(),
         cost_per_hour: args.cost_per_hour,
@@ -328,7 +340,11 @@ async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -
         seed,
         Time::ZERO,
     );
-    let executors = Executors::from_templates(&file.kinds);
+    let mut executors = Executors::from_templates(&file.kinds);
+    if !found.is_empty() {
+        let ordinals = found.iter().map(|g| g.ordinal).take(gpus as usize).collect();
+        executors = executors.with("gpu", drover_engine::executor::GpuExecutor::new(ordinals));
+    }
     let kinds: Vec<&str> = executors.kinds().collect();
     tracing::info!(name = %spec.name, pool = %spec.pool, gpus = spec.gpus, ?kinds, "agent starting");
     let options = DriverOptions {

@@ -7,6 +7,7 @@
 //! executor in engine/src/gpu registers itself as kind "gpu" this way).
 
 pub mod command;
+pub mod gpu;
 pub mod sleep;
 
 use crate::core::{Failure, JobId, JobSpec, Outcome, Token};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use command::{CommandExecutor, CommandTemplate};
+pub use gpu::GpuExecutor;
 pub use sleep::SleepExecutor;
 
 /// An attempt in progress, as its executor is a future of its outcome.

@@ -102,7 +102,16 @@ pub fn store_error(e: RedisError) -> StoreError {
     }
 }
 
+/// rustls needs a process-wide crypto provider; redis-rs does not pick one. Installing fails
+/// harmlessly when another part of the process already installed one.
+fn install_crypto_provider() {
+    let _ = ::rustls::crypto::ring::default_provider().install_default();
+}
+
 fn node_client(url: &str, options: &ConnectOptions) -> Result<Client, StoreError> {
+    if url.starts_with("rediss") {
+        install_crypto_provider();
+    }
     let client = match &options.root_ca_pem {
         Some(pem) => Client::build_with_tls(
             url,
@@ -121,6 +130,9 @@ fn cluster_client(
     options: &ConnectOptions,
     response_timeout: Option<Duration>,
 ) -> Result<ClusterClient, StoreError> {
+    if nodes.iter().any(|n| n.starts_with("rediss")) {
+        install_crypto_provider();
+    }
     let mut builder = ClusterClientBuilder::new(nodes.to_vec())
         .connection_timeout(Duration::from_secs(2))
         .retries(8)

@@ -137,8 +137,12 @@ impl RedisServer {
 
     /// A server whose default user is disabled and `user`/`password` has every right.
     pub fn start_with_acl(user: &str, password: &str) -> RedisServer {
-        let rule = format!("{user} on >{password} ~* &* +@all");
-        let extra = ["--user", "default off", "--user", rule.as_str()];
+        // Each word a separate argument: redis-server joins the words after `--user` into one
+        // directive, whereas one argument with spaces would be a (bad) user name.
+        let secret = format!(">{password}");
+        let extra = [
+            "--user", "default", "off", "--user", user, "on", &secret, "~*", "&*", "+@all",
+        ];
         RedisServer::launch(&extra, Some((user.into(), password.into())), None)
     }
 
