@@ -1,0 +1,175 @@
+//! The end-to-end flow: N no-op jobs submitted, then A agents claim and complete them.
+
+use crate::peer;
+use crate::timing::Timed;
+use anyhow::{bail, Context, Result};
+use drover_engine::agent::Agent;
+use drover_engine::core::{EngineConfig, JobSpec, MachineSpec, ModelSet, Outcome, Requirements, Time};
+use drover_engine::executor::{Attempt, Executor, Executors, JobContext};
+use drover_engine::redis::RedisStore;
+use drover_engine::runtime::{AgentDriver, DriverOptions, SharedStore};
+use drover_engine::store::{Reply, Request};
+use drover_engine::testing::redis::RedisServer;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The Redis to use; default: a private redis-server on a free port.
+    #[arg(long)]
+    redis: Option<String>,
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    #[arg(long, default_value_t = 4)]
+    agents: u32,
+    /// Jobs each agent runs at once (its GPUs; each job takes one).
+    #[arg(long, default_value_t = 16)]
+    slots: u32,
+    /// Also run a peer on the same Redis: "bullmq" (one worker at concurrency agents x slots).
+    #[arg(long)]
+    peer: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Completes at once: the bench measures the scheduler, not the work.
+struct Noop;
+
+impl Executor for Noop {
+    fn run(&self, _ctx: JobContext) -> Attempt {
+        Box::pin(async { Outcome::Succeeded })
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.jobs == 0 || args.agents == 0 || args.slots == 0 {
+        bail!("--jobs, --agents and --slots must be above 0");
+    }
+    let _private;
+    let url = match &args.redis {
+        Some(url) => url.clone(),
+        None => {
+            let server = RedisServer::start_with(&["--appendonly", "no"]);
+            let url = server.url.clone();
+            _private = server;
+            url
+        }
+    };
+    let drover = drover(&url, &args).await?;
+    let mut report = json!({
+        "jobs": args.jobs,
+        "agents": args.agents,
+        "slots_per_agent": args.slots,
+        "jobs_per_sec": drover.jobs_per_sec,
+        "submit_per_sec": drover.submit_per_sec,
+        "claim_p50_ms": drover.claim_p50_ms,
+        "claim_p99_ms": drover.claim_p99_ms,
+        "claim_round_trips": drover.claims,
+    });
+    if let Some(name) = &args.peer {
+        if name != "bullmq" {
+            bail!("--peer {name:?}: the only peer is bullmq");
+        }
+        let peer = peer::bullmq(&url, args.jobs, args.agents * args.slots)?;
+        let ratio = drover.jobs_per_sec / peer["jobs_per_sec"].as_f64().context("peer jobs_per_sec")?;
+        report["peer"] = peer;
+        report["ratio_vs_peer"] = json!(ratio);
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+struct DroverResult {
+    jobs_per_sec: f64,
+    submit_per_sec: f64,
+    claim_p50_ms: f64,
+    claim_p99_ms: f64,
+    claims: u64,
+}
+
+async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
+    let config = EngineConfig::default();
+    let namespace = format!("bench-{}", std::process::id());
+    let store = RedisStore::connect(url, &namespace, config.clone()).await.context("connecting")?;
+    let store = Timed::new(store);
+    let submit_per_sec = submit_all(&store, args.jobs).await?;
+    let started = Instant::now();
+    let config = Arc::new(config);
+    for a in 0..args.agents {
+        let spec = MachineSpec {
+            name: format!("bench-agent-{a}"),
+            pool: "bench".into(),
+            gpus: args.slots,
+            gpu_model: "none".into(),
+            gpu_mem_gb: 0,
+            disk_gb: 100,
+            labels: Default::default(),
+            cost_per_hour: 0.0,
+        };
+        let agent = Agent::new(config.clone(), spec, ModelSet::EMPTY, a as u64, Time::ZERO);
+        let executors = Executors::default().with("noop", Noop);
+        let driver = AgentDriver::new(store.clone(), agent, config.clone(), executors, DriverOptions::default());
+        tokio::spawn(driver.run(std::future::pending()));
+    }
+    wait_all_succeeded(&store, args.jobs).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let claims = store.claims();
+    Ok(DroverResult {
+        jobs_per_sec: args.jobs as f64 / seconds,
+        submit_per_sec,
+        claim_p50_ms: claims.value_at_quantile(0.5) as f64 / 1000.0,
+        claim_p99_ms: claims.value_at_quantile(0.99) as f64 / 1000.0,
+        claims: claims.len(),
+    })
+}
+
+/// Submits `jobs` one-GPU no-op jobs from 64 concurrent producers; returns submissions/s.
+async fn submit_all<S: SharedStore>(store: &S, jobs: u64) -> Result<f64> {
+    let requirements = Arc::new(Requirements { gpus: 1, ..Default::default() });
+    let started = Instant::now();
+    let producers = 64u64;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let store = store.clone();
+        let requirements = requirements.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = p;
+            while i < jobs {
+                let spec = JobSpec::new("noop", requirements.clone());
+                match store.apply(Request::Submit(Box::new(spec))).await {
+                    Ok(Ok(Reply::Submitted { .. })) => i += producers,
+                    other => return Err(anyhow::anyhow!("submit: {other:?}")),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn wait_all_succeeded<S: SharedStore>(store: &S, jobs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(Ok(Reply::Stats(stats))) = store.apply(Request::Stats).await {
+            if stats.totals.succeeded >= jobs {
+                return Ok(());
+            }
+            if stats.totals.dead + stats.totals.timed_out > 0 {
+                bail!("jobs failed: {:?}", stats.totals);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("not every job succeeded within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
