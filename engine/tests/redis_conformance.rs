@@ -14,7 +14,6 @@ use drover_engine::testing::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// A RedisStore driven synchronously, its test clock set before every request.
 struct RedisTarget {
@@ -451,12 +450,12 @@ fn lua_retry_jitter_matches_the_rust_reference() {
     let mut mem = MemStore::new(config.clone());
     let mut redis = RedisTarget::new(&server.url, config.clone());
     let now = Time(1_000_000);
-    let spec = MachineSpec {
-        ..conformance::machine("m", 64, 80)
+    let register = Request::Register(Box::new(conformance::machine("m", 64, 80)));
+    let (registered, _) = mem.apply_at(now, register.clone());
+    assert_eq!(redis.apply_at(now, register).0, registered);
+    let Ok(Reply::Registered { machine }) = registered else {
+        panic!("register: {registered:?}")
     };
-    for target in [&mut mem as &mut dyn Target, &mut redis] {
-        target.apply_at(now, Request::Register(Box::new(spec.clone())));
-    }
     let mut store_jobs = Vec::new();
     for _ in 0..60 {
         let spec = conformance::job_with(0, 0, |s| s.max_attempts = 10);
@@ -467,16 +466,8 @@ fn lua_retry_jitter_matches_the_rust_reference() {
             store_jobs.push(job);
         }
     }
-    let _ = Arc::new(());
-    // Delays are visible as the exact moment each job becomes claimable again; compare the
-    // claim replies at fine steps.
-    let machine = match mem
-        .apply_at(now, Request::Register(Box::new(spec.clone())))
-        .0
-    {
-        Ok(Reply::Registered { machine }) => machine,
-        other => panic!("{other:?}"),
-    };
+    // Delays are visible as the exact moment each job becomes claimable again: claim at fine
+    // steps and fail every grant, so each job walks through its backoffs.
     let mut seq = 0;
     let mut t = now;
     for round in 0..4u64 {

@@ -169,8 +169,8 @@ pub enum Blocking {
 }
 
 enum Factory {
-    Node(Client),
-    Cluster(ClusterClient),
+    Node(Box<Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 /// Opens blocking connections on demand and keeps a few idle ones.
@@ -232,7 +232,7 @@ pub async fn open(
                 .await
                 .map_err(store_error)?;
             let pool = WaitPool {
-                factory: Factory::Node(client),
+                factory: Factory::Node(Box::new(client)),
                 idle: Mutex::new(Vec::new()),
             };
             Ok((Requests::Node(manager), Arc::new(pool)))
@@ -243,7 +243,7 @@ pub async fn open(
                 .await
                 .map_err(store_error)?;
             let pool = WaitPool {
-                factory: Factory::Cluster(cluster_client(&nodes, options, None)?),
+                factory: Factory::Cluster(Box::new(cluster_client(&nodes, options, None)?)),
                 idle: Mutex::new(Vec::new()),
             };
             Ok((Requests::Cluster(requests), Arc::new(pool)))

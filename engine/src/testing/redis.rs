@@ -318,6 +318,14 @@ impl RedisCluster {
                     // a cluster's durability story is replication anyway.
                     "--appendfsync",
                     "everysec",
+                    // A replica may take over however long ago it last heard from its master
+                    // (the default refuses after a slow first sync on a busy test machine).
+                    "--cluster-replica-validity-factor",
+                    "0",
+                    "--repl-diskless-sync",
+                    "yes",
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
             })
             .collect();
@@ -340,7 +348,35 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         cluster.wait_ok(Duration::from_secs(30));
+        cluster.wait_replicas_online(replicas_per_master, Duration::from_secs(60));
         cluster
+    }
+
+    /// Waits until every master has `replicas` replicas online (synced), so a failover test
+    /// does not kill a master whose replica is still copying its first snapshot.
+    pub fn wait_replicas_online(&self, replicas: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut masters = 0;
+            let mut online = 0;
+            for node in &self.nodes {
+                let Some(info) = raw_command(node.port, "INFO replication", None) else {
+                    continue;
+                };
+                if info.contains("role:master") {
+                    masters += 1;
+                    online += info.matches("state=online").count().min(replicas);
+                }
+            }
+            if masters > 0 && online == masters * replicas {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "replicas not online after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`, the form `RedisStore::connect` takes.
