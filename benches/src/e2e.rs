@@ -4,7 +4,9 @@ use crate::peer;
 use crate::timing::Timed;
 use anyhow::{bail, Context, Result};
 use drover_engine::agent::Agent;
-use drover_engine::core::{EngineConfig, JobSpec, MachineSpec, ModelSet, Outcome, Requirements, Time};
+use drover_engine::core::{
+    EngineConfig, JobSpec, MachineSpec, ModelSet, Outcome, Requirements, Time,
+};
 use drover_engine::executor::{Attempt, Executor, Executors, JobContext};
 use drover_engine::redis::RedisStore;
 use drover_engine::runtime::{AgentDriver, DriverOptions, SharedStore};
@@ -72,7 +74,8 @@ pub async fn run(args: Args) -> Result<()> {
             bail!("--peer {name:?}: the only peer is bullmq");
         }
         let peer = peer::bullmq(&url, args.jobs, args.agents * args.slots)?;
-        let ratio = drover.jobs_per_sec / peer["jobs_per_sec"].as_f64().context("peer jobs_per_sec")?;
+        let ratio =
+            drover.jobs_per_sec / peer["jobs_per_sec"].as_f64().context("peer jobs_per_sec")?;
         report["peer"] = peer;
         report["ratio_vs_peer"] = json!(ratio);
     }
@@ -95,7 +98,9 @@ struct DroverResult {
 async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
     let config = EngineConfig::default();
     let namespace = format!("bench-{}", std::process::id());
-    let store = RedisStore::connect(url, &namespace, config.clone()).await.context("connecting")?;
+    let store = RedisStore::connect(url, &namespace, config.clone())
+        .await
+        .context("connecting")?;
     let store = Timed::new(store);
     let submit_per_sec = submit_all(&store, args.jobs).await?;
     let started = Instant::now();
@@ -113,7 +118,13 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
         };
         let agent = Agent::new(config.clone(), spec, ModelSet::EMPTY, a as u64, Time::ZERO);
         let executors = Executors::default().with("noop", Noop);
-        let driver = AgentDriver::new(store.clone(), agent, config.clone(), executors, DriverOptions::default());
+        let driver = AgentDriver::new(
+            store.clone(),
+            agent,
+            config.clone(),
+            executors,
+            DriverOptions::default(),
+        );
         tokio::spawn(driver.run(std::future::pending()));
     }
     wait_all_succeeded(&store, args.jobs).await?;
@@ -130,7 +141,10 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
 
 /// Submits `jobs` one-GPU no-op jobs from 64 concurrent producers; returns submissions/s.
 async fn submit_all<S: SharedStore>(store: &S, jobs: u64) -> Result<f64> {
-    let requirements = Arc::new(Requirements { gpus: 1, ..Default::default() });
+    let requirements = Arc::new(Requirements {
+        gpus: 1,
+        ..Default::default()
+    });
     let started = Instant::now();
     let producers = 64u64;
     let mut tasks = Vec::new();
@@ -172,4 +186,3 @@ async fn wait_all_succeeded<S: SharedStore>(store: &S, jobs: u64) -> Result<()> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-

@@ -35,9 +35,15 @@ pub fn bullmq(redis_url: &str, jobs: u64, concurrency: u32) -> Result<Value> {
         .output()
         .context("running node benches/peers/bullmq/bench.mjs")?;
     if !output.status.success() {
-        bail!("the BullMQ peer failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "the BullMQ peer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().context("the BullMQ peer printed nothing")?;
+    let line = stdout
+        .lines()
+        .last()
+        .context("the BullMQ peer printed nothing")?;
     serde_json::from_str(line).with_context(|| format!("the BullMQ peer printed {line:?}"))
 }

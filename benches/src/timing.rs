@@ -16,7 +16,10 @@ pub struct Timed<S> {
 impl<S: SharedStore> Timed<S> {
     pub fn new(inner: S) -> Timed<S> {
         let histogram = Histogram::new_with_max(60_000_000, 3).expect("valid bounds");
-        Timed { inner, claims: Arc::new(Mutex::new(histogram)) }
+        Timed {
+            inner,
+            claims: Arc::new(Mutex::new(histogram)),
+        }
     }
 
     /// Claim round trips in microseconds.
@@ -40,7 +43,10 @@ impl<S: SharedStore> SharedStore for Timed<S> {
         let result = self.inner.apply(request).await;
         if claim {
             let micros = started.elapsed().as_micros() as u64;
-            self.claims.lock().expect("no panics while held").saturating_record(micros);
+            self.claims
+                .lock()
+                .expect("no panics while held")
+                .saturating_record(micros);
         }
         result
     }

@@ -33,8 +33,17 @@ async fn gpu_jobs_run_on_the_gpu_and_oom_retries_only_where_they_fit() {
         cost_per_hour: 3.5,
     };
     let agent = Agent::new(config.clone(), spec.clone(), ModelSet::EMPTY, 1, Time::ZERO);
-    let executors = Executors::default().with("gpu", GpuExecutor::new(gpus.iter().map(|g| g.ordinal).collect()));
-    let driver = AgentDriver::new(api.store.clone(), agent, config, executors, DriverOptions::default());
+    let executors = Executors::default().with(
+        "gpu",
+        GpuExecutor::new(gpus.iter().map(|g| g.ordinal).collect()),
+    );
+    let driver = AgentDriver::new(
+        api.store.clone(),
+        agent,
+        config,
+        executors,
+        DriverOptions::default(),
+    );
     tokio::spawn(driver.run(std::future::pending()));
 
     let body = json!({"kind": "gpu", "payload": {"seconds": 2.0, "mem_gb": 8},
@@ -54,11 +63,23 @@ async fn gpu_jobs_run_on_the_gpu_and_oom_retries_only_where_they_fit() {
     let (status, reply) = api.client.post("/v1/jobs", &body).await.unwrap();
     assert!(status.is_success(), "{status}: {reply}");
     let id = reply["id"].as_str().unwrap().to_string();
-    let job = wait_job(&api.client, &id, LIMIT, |j| j["attempt"] == 1 && j["state"] != "leased").await;
+    let job = wait_job(&api.client, &id, LIMIT, |j| {
+        j["attempt"] == 1 && j["state"] != "leased"
+    })
+    .await;
     println!("{job}");
-    assert!(job["error"].as_str().unwrap_or("").contains("GpuOom"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap_or("").contains("GpuOom"),
+        "{job}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, job) = api.client.get(&format!("/v1/jobs/{id}")).await.unwrap();
-    assert_eq!(job["attempt"], 1, "the retry does not come back to a GPU it cannot fit: {job}");
-    assert!(job["state"] == "queued" || job["state"] == "delayed", "{job}");
+    assert_eq!(
+        job["attempt"], 1,
+        "the retry does not come back to a GPU it cannot fit: {job}"
+    );
+    assert!(
+        job["state"] == "queued" || job["state"] == "delayed",
+        "{job}"
+    );
 }

@@ -68,7 +68,10 @@ async fn acknowledged_jobs_survive_a_kill_and_restart() {
     assert_eq!(acked.len(), 600);
     let retried = RETRIED.load(Ordering::Relaxed);
     eprintln!("{retried} requests met the outage and were retried");
-    assert!(retried > 0, "the kill came after the load: nothing was tested");
+    assert!(
+        retried > 0,
+        "the kill came after the load: nothing was tested"
+    );
     // Every acknowledged job is there, under the id that was acknowledged.
     for (key, job) in &acked {
         match apply_retrying(&store, Request::Get { job: *job }).await {

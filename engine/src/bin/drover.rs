@@ -214,7 +214,10 @@ async fn run(command: Command) -> Result<()> {
         Command::Submit(args) => submit(args).await,
         Command::Status(args) => status(args).await,
         Command::Gpus => {
-            println!("{}", serde_json::to_string_pretty(&drover_engine::gpu::discover()?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&drover_engine::gpu::discover()?)?
+            );
             Ok(())
         }
     }
@@ -320,12 +323,20 @@ async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()
 async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -> Result<()> {
     let found = drover_engine::gpu::discover().context("discovering GPUs")?;
     let gpus = args.gpus.unwrap_or(found.len() as u32);
-    let smallest = found.iter().map(|g| g.total_mem_gb.floor() as u32).min().unwrap_or(0);
+    let smallest = found
+        .iter()
+        .map(|g| g.total_mem_gb.floor() as u32)
+        .min()
+        .unwrap_or(0);
     let spec = MachineSpec {
         name: args.name.clone().unwrap_or_else(host_name),
         pool: args.pool.clone(),
         gpus,
-        gpu_model: args.gpu_model.clone().or_else(|| found.first().map(|g| g.name.clone())).unwrap_or_default(),
+        gpu_model: args
+            .gpu_model
+            .clone()
+            .or_else(|| found.first().map(|g| g.name.clone()))
+            .unwrap_or_default(),
         gpu_mem_gb: args.gpu_mem_gb.unwrap_or(smallest),
         disk_gb: args.disk_gb,
         labels: file.labels.clone(),
@@ -342,7 +353,11 @@ async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -
     );
     let mut executors = Executors::from_templates(&file.kinds);
     if !found.is_empty() {
-        let ordinals = found.iter().map(|g| g.ordinal).take(gpus as usize).collect();
+        let ordinals = found
+            .iter()
+            .map(|g| g.ordinal)
+            .take(gpus as usize)
+            .collect();
         executors = executors.with("gpu", drover_engine::executor::GpuExecutor::new(ordinals));
     }
     let kinds: Vec<&str> = executors.kinds().collect();

@@ -33,7 +33,9 @@ pub struct GpuExecutor {
 
 impl GpuExecutor {
     pub fn new(ordinals: Vec<usize>) -> GpuExecutor {
-        GpuExecutor { free: Arc::new(Mutex::new(ordinals)) }
+        GpuExecutor {
+            free: Arc::new(Mutex::new(ordinals)),
+        }
     }
 
     fn take(&self, count: usize) -> Option<GpuLease> {
@@ -43,7 +45,10 @@ impl GpuExecutor {
         }
         let keep = free.len() - count;
         let ordinals = free.split_off(keep);
-        Some(GpuLease { ordinals, pool: self.free.clone() })
+        Some(GpuLease {
+            ordinals,
+            pool: self.free.clone(),
+        })
     }
 }
 
@@ -96,7 +101,9 @@ async fn run(executor: GpuExecutor, ctx: JobContext) -> Outcome {
         // with a stopped attempt still releasing. Another attempt will find them free.
         return retryable(format!("no {gpus} free GPU(s) on this machine"));
     };
-    let mem_gb = payload.mem_gb.unwrap_or(ctx.spec.requirements.gpu_mem_gb.max(1) as f64);
+    let mem_gb = payload
+        .mem_gb
+        .unwrap_or(ctx.spec.requirements.gpu_mem_gb.max(1) as f64);
     let request = BurnRequest {
         ordinals: lease.ordinals.clone(),
         mem_gb,
@@ -104,7 +111,8 @@ async fn run(executor: GpuExecutor, ctx: JobContext) -> Outcome {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(stop.clone());
-    ctx.progress.report(0, format!("running on GPU(s) {:?}", request.ordinals));
+    ctx.progress
+        .report(0, format!("running on GPU(s) {:?}", request.ordinals));
     let result = tokio::task::spawn_blocking(move || {
         let result = burn(&request, &stop);
         drop(lease);
@@ -113,10 +121,13 @@ async fn run(executor: GpuExecutor, ctx: JobContext) -> Outcome {
     .await;
     match result {
         Ok(Ok(report)) => {
-            ctx.progress.report(100, format!("{:.0} GB/s", report.gb_per_s));
+            ctx.progress
+                .report(100, format!("{:.0} GB/s", report.gb_per_s));
             Outcome::Succeeded
         }
-        Ok(Err(GpuError::OutOfMemory { needed_gb, .. })) => Outcome::Failed(Failure::GpuOom { needed_gb }),
+        Ok(Err(GpuError::OutOfMemory { needed_gb, .. })) => {
+            Outcome::Failed(Failure::GpuOom { needed_gb })
+        }
         Ok(Err(GpuError::NoDriver)) => fatal("no CUDA driver on this machine"),
         Ok(Err(error)) => retryable(error.to_string()),
         Err(join) => retryable(format!("gpu workload panicked: {join}")),

@@ -101,6 +101,7 @@ end
 
 function F.settle(id, next)
   if next.terminal then return F.finish(id, next.terminal) end
+  F.count('t_retries', 1)
   if next.delay == 0 then return F.enqueue(id) end
   local until_ = NOW + next.delay
   redis.call('HSET', F.jkey(id), 'state', 'delayed', 'until', F.fmt(until_))

@@ -265,6 +265,7 @@ impl MemStore {
         match next {
             Next::Terminal(state) => self.finish(job, state, ended),
             Next::Retry { delay } => {
+                self.totals.retries += 1;
                 self.emit(HistoryEvent::Requeued {
                     job,
                     at: self.now,

@@ -609,6 +609,7 @@ fn progress_listings_and_stats() {
         panic!()
     };
     assert_eq!(stats.totals.submitted, 2);
+    assert_eq!(stats.totals.retries, 0);
     assert_eq!(stats.totals.succeeded, 1);
     assert_eq!(stats.jobs.queued, 1);
     assert_eq!(stats.classes.len(), 1);
