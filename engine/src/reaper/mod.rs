@@ -56,7 +56,7 @@ impl Reaper {
         }
         self.next_pass = now.plus(self.config.reaper_period);
         if let Ok(Reply::Reaped(report)) = result {
-            add(&mut self.totals, &report);
+            self.totals.add(&report);
             if report.more {
                 self.next_pass = now;
                 self.link.start(Request::Reap {
@@ -72,16 +72,6 @@ impl Reaper {
             self.outgoing = Some((send.id, send.request));
         }
     }
-}
-
-fn add(total: &mut ReapReport, pass: &ReapReport) {
-    total.promoted += pass.promoted;
-    total.machines_lost += pass.machines_lost;
-    total.requeued += pass.requeued;
-    total.dead += pass.dead;
-    total.timed_out += pass.timed_out;
-    total.unworkable += pass.unworkable;
-    total.purged += pass.purged;
 }
 
 #[cfg(test)]

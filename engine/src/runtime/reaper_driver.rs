@@ -68,14 +68,7 @@ fn count(totals: &SharedReaperTotals, pass: Option<&ReapReport>) {
         None => totals.failed_passes += 1,
         Some(pass) => {
             totals.passes += 1;
-            let t = &mut totals.report;
-            t.promoted += pass.promoted;
-            t.machines_lost += pass.machines_lost;
-            t.requeued += pass.requeued;
-            t.dead += pass.dead;
-            t.timed_out += pass.timed_out;
-            t.unworkable += pass.unworkable;
-            t.purged += pass.purged;
+            totals.report.add(pass);
         }
     }
 }

@@ -213,6 +213,40 @@ pub struct ReapReport {
     pub more: bool,
 }
 
+impl ReapReport {
+    /// Adds another pass's counts to these totals.
+    pub fn add(&mut self, pass: &ReapReport) {
+        self.promoted += pass.promoted;
+        self.machines_lost += pass.machines_lost;
+        self.requeued += pass.requeued;
+        self.dead += pass.dead;
+        self.timed_out += pass.timed_out;
+        self.unworkable += pass.unworkable;
+        self.purged += pass.purged;
+    }
+}
+
+/// Whether a batch can be applied at all: not too long, and not nested. Every store checks
+/// this before applying any of it.
+pub fn check_batch(
+    requests: &[Request],
+    limits: &crate::core::config::Limits,
+) -> Result<(), Refusal> {
+    if requests.len() > limits.max_batch as usize {
+        return Err(Refusal::Full {
+            what: "requests per batch",
+            limit: limits.max_batch as u64,
+        });
+    }
+    if requests.iter().any(|r| matches!(r, Request::Batch(_))) {
+        return Err(Refusal::Invalid(InvalidJob {
+            field: "batch".into(),
+            reason: "batches do not nest".into(),
+        }));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("invalid job: {0}")]

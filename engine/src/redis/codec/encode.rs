@@ -50,19 +50,7 @@ pub fn wire_config(config: &EngineConfig) -> String {
 pub fn encode(request: &Request, config: &EngineConfig) -> Result<Wire, Refusal> {
     match request {
         Request::Batch(requests) => {
-            let limit = config.limits.max_batch;
-            if requests.len() > limit as usize {
-                return Err(Refusal::Full {
-                    what: "requests per batch",
-                    limit: limit as u64,
-                });
-            }
-            if requests.iter().any(|r| matches!(r, Request::Batch(_))) {
-                return Err(Refusal::Invalid(crate::core::class::InvalidJob {
-                    field: "batch".into(),
-                    reason: "batches do not nest".into(),
-                }));
-            }
+            crate::store::request::check_batch(requests, &config.limits)?;
             let mut early = Vec::with_capacity(requests.len());
             let mut items = Vec::with_capacity(requests.len());
             for r in requests {

@@ -222,19 +222,7 @@ impl MemStore {
     }
 
     fn batch(&mut self, now: Time, requests: Vec<Request>) -> Result<Reply, Refusal> {
-        let limit = self.config.limits.max_batch;
-        if requests.len() > limit as usize {
-            return Err(Refusal::Full {
-                what: "requests per batch",
-                limit: limit as u64,
-            });
-        }
-        if requests.iter().any(|r| matches!(r, Request::Batch(_))) {
-            return Err(Refusal::Invalid(crate::core::class::InvalidJob {
-                field: "batch".into(),
-                reason: "batches do not nest".into(),
-            }));
-        }
+        super::request::check_batch(&requests, &self.config.limits)?;
         let results = requests.into_iter().map(|r| self.apply(now, r)).collect();
         Ok(Reply::Batch(results))
     }
