@@ -129,5 +129,67 @@ fn selection(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, claims, selection);
+/// One claim round trip through RedisStore on a private redis-server (AOF off), with the job
+/// completed afterwards outside the timed part so the machine's lease list stays short.
+fn redis_claims(c: &mut Criterion) {
+    use drover_engine::redis::RedisStore;
+    use drover_engine::runtime::SharedStore;
+    use drover_engine::testing::redis::RedisServer;
+    let server = RedisServer::start_with(&["--appendonly", "no"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let config = EngineConfig {
+        machine_ttl: Span::from_secs(86_400),
+        ..EngineConfig::default()
+    };
+    let store = rt
+        .block_on(RedisStore::connect(&server.url, "bench", config))
+        .expect("connect");
+    let Ok(Ok(Reply::Registered { machine })) =
+        rt.block_on(store.apply(Request::Register(Box::new(machine()))))
+    else {
+        panic!("register")
+    };
+    let offer = Offer {
+        free_gpus: 1,
+        gpu_mem_gb: 80,
+        free_disk_gb: 2000,
+        cached: Default::default(),
+    };
+    let req = requirements(4).remove(0);
+    let mut seq = 0;
+    c.bench_function("claim through RedisStore (one round trip)", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let submit = Request::Submit(Box::new(JobSpec::new("bench", req.clone())));
+                rt.block_on(store.apply(submit)).unwrap().unwrap();
+                seq += 1;
+                let started = std::time::Instant::now();
+                let reply = rt
+                    .block_on(store.apply(Request::Claim {
+                        machine,
+                        seq,
+                        offer,
+                    }))
+                    .unwrap()
+                    .unwrap();
+                timed += started.elapsed();
+                let Reply::Claimed { grants, .. } = reply else {
+                    panic!("{reply:?}")
+                };
+                for g in grants {
+                    let done = Request::Complete {
+                        job: g.job,
+                        token: g.token,
+                        outcome: drover_engine::core::Outcome::Succeeded,
+                    };
+                    rt.block_on(store.apply(done)).unwrap().unwrap();
+                }
+            }
+            timed
+        })
+    });
+}
+
+criterion_group!(benches, claims, selection, redis_claims);
 criterion_main!(benches);
