@@ -55,9 +55,10 @@ function F.wake_one_for(cid)
   WAKES[#WAKES + 1] = chosen
 end
 
-function F.best_class(pid, offer)
+-- `nonempty`: the non-empty class ids (as ZRANGE returns them), read once per claim.
+function F.best_class(pid, offer, nonempty)
   local best, best_score, best_job
-  for _, cs in ipairs(redis.call('ZRANGE', P .. 'nonempty', 0, -1)) do
+  for _, cs in ipairs(nonempty) do
     local cid = tonumber(cs)
     if F.allows(cid, pid) then
       local c = F.class(cid)
@@ -83,9 +84,11 @@ function F.grant(job)
   return {job, f[1], v[3], f[2], v[11], v[12]}
 end
 
-function F.lease(job, machine)
+-- Leases `job` (of class `cid`) to `machine`, appending it to `leases` (the machine's lease
+-- list, written back once by the caller). Returns the grant.
+function F.lease(job, machine, cid, leases)
   local jk = F.jkey(job)
-  local f = redis.call('HMGET', jk, 'attempt', 'token', 'timeout')
+  local f = redis.call('HMGET', jk, 'attempt', 'token', 'timeout', 'spec')
   local attempt = tonumber(f[1]) + 1
   -- Tokens follow the store clock as well as counting up, so a lease granted after a restart
   -- that lost writes still outranks every lease granted before it.
@@ -93,17 +96,16 @@ function F.lease(job, machine)
   local deadline = NOW + C.lease_ttl
   local attempt_deadline = NOW + tonumber(f[3])
   local expiry = F.min(deadline, attempt_deadline)
-  redis.call('HSET', jk, 'state', 'leased', 'attempt', F.fmt(attempt), 'token', F.fmt(token),
-    'machine', F.fmt(machine), 'deadline', F.fmt(deadline),
+  local token_s, deadline_s, attempt_s = F.fmt(token), F.fmt(deadline), F.fmt(attempt)
+  redis.call('HSET', jk, 'state', 'leased', 'attempt', attempt_s, 'token', token_s,
+    'machine', F.fmt(machine), 'deadline', deadline_s,
     'attempt_deadline', F.fmt(attempt_deadline), 'expiry', F.fmt(expiry),
     'started_at', F.fmt(NOW))
   redis.call('ZADD', P .. 'leases', expiry, F.pad(job))
-  local mk = F.mkey(machine)
-  local list = F.leases_of(mk)
-  list[#list + 1] = job
-  F.set_leases(mk, list)
+  leases[#leases + 1] = job
   F.count('leased', 1)
-  return F.grant(job)
+  -- {job, token, attempt, deadline, spec, class key}
+  return {job, token_s, attempt_s, deadline_s, f[4], F.class(cid).key}
 end
 
 -- The answer to a claim seen before: its grants whose leases still stand.
@@ -142,21 +144,31 @@ function F.claim(r)
   local out = {'claimed', 0}
   local granted = {}
   local idle = false
+  local leases = F.leases_of(mk)
+  local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
   while #granted < C.max_grants do
-    local cid, job = F.best_class(pid, left)
+    local cid, job = F.best_class(pid, left, nonempty)
     if not cid then
       -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
       -- frees up.
       idle = not (offer.gpus > 0 and left.gpus == 0)
       break
     end
-    F.unqueue(job)
+    if F.unqueue(job, cid) then
+      -- The class just emptied: drop it from this claim's copy of the list too.
+      local rest = {}
+      for _, cs in ipairs(nonempty) do
+        if tonumber(cs) ~= cid then rest[#rest + 1] = cs end
+      end
+      nonempty = rest
+    end
     left = F.offer_after(left, F.class(cid))
-    local g = F.lease(job, id)
+    local g = F.lease(job, id, cid, leases)
     out[#out + 1] = g
     granted[#granted + 1] = F.fmt(job) .. ':' .. g[2]
   end
   if idle then out[2] = 1 end
+  if #granted > 0 then F.set_leases(mk, leases) end
   redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', table.concat(granted, ','),
     'lc_idle', idle and '1' or '0')
   if idle then F.start_waiting(id, left) end

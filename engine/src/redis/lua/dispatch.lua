@@ -25,4 +25,5 @@ if request.op == 'batch' then
 else
   reply = apply(request)
 end
+F.flush_counts()
 return {reply, WAKES}

@@ -78,13 +78,19 @@ function F.profile_allows(c, p)
 end
 
 -- Judged once per (class, profile) and cached, as MemStore does.
+local ALLOWS = {}
+
 function F.allows(cid, pid)
+  local memo = cid .. ':' .. pid
+  local known = ALLOWS[memo]
+  if known ~= nil then return known end
   local key = F.ckey(cid) .. ':allows'
   local v = redis.call('HGET', key, F.fmt(pid))
   if not v then
     v = F.profile_allows(F.class(cid), F.profile(pid)) and '2' or '1'
     redis.call('HSET', key, F.fmt(pid), v)
   end
+  ALLOWS[memo] = v == '2'
   return v == '2'
 end
 

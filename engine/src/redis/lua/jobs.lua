@@ -19,6 +19,7 @@ function F.class_of(r)
 end
 
 function F.live_jobs()
+  F.flush_counts()
   local f = redis.call('HMGET', META, 'queued', 'delayed', 'leased', 'finished')
   return (tonumber(f[1]) or 0) + (tonumber(f[2]) or 0) + (tonumber(f[3]) or 0) +
     (tonumber(f[4]) or 0)
@@ -57,12 +58,18 @@ function F.enqueue(id)
   F.wake_one_for(cid)
 end
 
-function F.unqueue(id)
-  local cid = tonumber(redis.call('HGET', F.jkey(id), 'class'))
+-- `cid`, the job's class, when the caller knows it already. Returns whether the class's
+-- queue is now empty.
+function F.unqueue(id, cid)
+  cid = cid or tonumber(redis.call('HGET', F.jkey(id), 'class'))
   local q = F.qkey(cid)
   redis.call('ZREM', q, F.pad(id))
-  if redis.call('ZCARD', q) == 0 then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
   F.count('queued', -1)
+  if redis.call('ZCARD', q) == 0 then
+    redis.call('ZREM', P .. 'nonempty', F.fmt(cid))
+    return true
+  end
+  return false
 end
 
 -- A machine's leases, in MemStore's Vec order (swap_remove keeps that order meaningful).
@@ -80,18 +87,20 @@ function F.set_leases(mk, list)
   redis.call('HSET', mk, 'leases', table.concat(s, ','))
 end
 
--- Removes a job's live lease from every index; the caller decides what comes next.
+-- Removes a job's live lease from every index; the caller decides what comes next. The lease
+-- list is edited as text (MemStore's swap_remove: the last id takes the removed one's place).
 function F.end_lease(id)
   local jk = F.jkey(id)
   local machine = tonumber(redis.call('HGET', jk, 'machine'))
   redis.call('ZREM', P .. 'leases', F.pad(id))
   local mk = F.mkey(machine)
-  local list = F.leases_of(mk)
+  local list = F.split(redis.call('HGET', mk, 'leases'), ',')
+  local want = F.fmt(id)
   for i, j in ipairs(list) do
-    if j == id then
+    if j == want then
       list[i] = list[#list]
       list[#list] = nil
-      F.set_leases(mk, list)
+      redis.call('HSET', mk, 'leases', table.concat(list, ','))
       break
     end
   end

@@ -32,8 +32,26 @@ function F.meta(field)
   return tonumber(redis.call('HGET', META, field) or '0')
 end
 
+-- Counter changes are gathered here and written once per call (F.flush_counts): a batch
+-- changes the same few counters many times.
+local PENDING = {}
+local PENDING_ORDER = {}
+
 function F.count(field, delta)
-  redis.call('HINCRBY', META, field, delta)
+  if PENDING[field] == nil then
+    PENDING[field] = 0
+    PENDING_ORDER[#PENDING_ORDER + 1] = field
+  end
+  PENDING[field] = PENDING[field] + delta
+end
+
+-- Writes the gathered counter changes; call before reading counters and at the end.
+function F.flush_counts()
+  for _, field in ipairs(PENDING_ORDER) do
+    if PENDING[field] ~= 0 then redis.call('HINCRBY', META, field, PENDING[field]) end
+    PENDING[field] = nil
+  end
+  PENDING_ORDER = {}
 end
 
 -- The store clock: TIME, or the test clock when a test set one (production never does), and

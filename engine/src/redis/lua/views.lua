@@ -40,6 +40,7 @@ function F.list_machines(r)
 end
 
 function F.stats(r)
+  F.flush_counts()
   local counts = redis.call('HMGET', META, 'queued', 'delayed', 'leased', 'finished')
   local totals = redis.call('HMGET', META, 't_submitted', 't_succeeded', 't_dead',
     't_cancelled', 't_timed_out', 't_unworkable', 't_retries', 't_revoked')
