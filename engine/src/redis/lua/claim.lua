@@ -57,24 +57,25 @@ end
 
 -- `nonempty`: the non-empty class ids (as ZRANGE returns them), read once per claim.
 function F.best_class(pid, offer, nonempty)
-  local best, best_score, best_job
+  local best, best_score, best_job, best_alone
   for _, cs in ipairs(nonempty) do
     local cid = tonumber(cs)
     if F.allows(cid, pid) then
       local c = F.class(cid)
       if F.offer_fits(c, offer) then
-        local head = redis.call('ZRANGE', F.qkey(cid), 0, 0, 'WITHSCORES')
+        -- The head and whether anything stands behind it (then taking it empties the class).
+        local head = redis.call('ZRANGE', F.qkey(cid), 0, 1, 'WITHSCORES')
         local job = tonumber(head[1])
         local priority = 100 - tonumber(head[2])
         local submitted = tonumber(redis.call('HGET', F.jkey(job), 'submitted_at'))
         local score = F.score(priority, F.max(NOW - submitted, 0), c, offer)
         if best == nil or score > best_score or (score == best_score and job < best_job) then
-          best, best_score, best_job = cid, score, job
+          best, best_score, best_job, best_alone = cid, score, job, #head == 2
         end
       end
     end
   end
-  return best, best_job
+  return best, best_job, best_alone
 end
 
 function F.grant(job)
@@ -147,14 +148,14 @@ function F.claim(r)
   local leases = F.leases_of(mk)
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
   while #granted < C.max_grants do
-    local cid, job = F.best_class(pid, left, nonempty)
+    local cid, job, alone = F.best_class(pid, left, nonempty)
     if not cid then
       -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
       -- frees up.
       idle = not (offer.gpus > 0 and left.gpus == 0)
       break
     end
-    if F.unqueue(job, cid) then
+    if F.unqueue(job, cid, alone) then
       -- The class just emptied: drop it from this claim's copy of the list too.
       local rest = {}
       for _, cs in ipairs(nonempty) do

@@ -58,14 +58,15 @@ function F.enqueue(id)
   F.wake_one_for(cid)
 end
 
--- `cid`, the job's class, when the caller knows it already. Returns whether the class's
--- queue is now empty.
-function F.unqueue(id, cid)
+-- `cid`, the job's class, and `alone`, whether it is the only job queued there, when the
+-- caller knows them already. Returns whether the class's queue is now empty.
+function F.unqueue(id, cid, alone)
   cid = cid or tonumber(redis.call('HGET', F.jkey(id), 'class'))
   local q = F.qkey(cid)
   redis.call('ZREM', q, F.pad(id))
   F.count('queued', -1)
-  if redis.call('ZCARD', q) == 0 then
+  if alone == nil then alone = redis.call('ZCARD', q) == 0 end
+  if alone then
     redis.call('ZREM', P .. 'nonempty', F.fmt(cid))
     return true
   end
@@ -87,12 +88,9 @@ function F.set_leases(mk, list)
   redis.call('HSET', mk, 'leases', table.concat(s, ','))
 end
 
--- Removes a job's live lease from every index; the caller decides what comes next. The lease
--- list is edited as text (MemStore's swap_remove: the last id takes the removed one's place).
-function F.end_lease(id)
-  local jk = F.jkey(id)
-  local machine = tonumber(redis.call('HGET', jk, 'machine'))
-  redis.call('ZREM', P .. 'leases', F.pad(id))
+-- Takes `id` out of machine `machine`'s lease list. The list is edited as text, as MemStore's
+-- swap_remove does it: the last id takes the removed one's place.
+function F.drop_lease(machine, id)
   local mk = F.mkey(machine)
   local list = F.split(redis.call('HGET', mk, 'leases'), ',')
   local want = F.fmt(id)
@@ -101,9 +99,17 @@ function F.end_lease(id)
       list[i] = list[#list]
       list[#list] = nil
       redis.call('HSET', mk, 'leases', table.concat(list, ','))
-      break
+      return
     end
   end
+end
+
+-- Removes a job's live lease from every index; the caller decides what comes next.
+function F.end_lease(id)
+  local jk = F.jkey(id)
+  local machine = tonumber(redis.call('HGET', jk, 'machine'))
+  redis.call('ZREM', P .. 'leases', F.pad(id))
+  F.drop_lease(machine, id)
   redis.call('HDEL', jk, 'machine', 'deadline', 'expiry')
   F.count('leased', -1)
 end
@@ -185,24 +191,36 @@ function F.raise_gpu_mem(id, needed)
   if cid then redis.call('HSET', jk, 'class', F.fmt(cid)) end
 end
 
+-- The common case of `complete`, in as few calls as it takes: end the lease and finish the job
+-- `succeeded` (end_lease then finish, merged).
+function F.succeed(id, jk, token, machine)
+  redis.call('ZREM', P .. 'leases', F.pad(id))
+  F.drop_lease(machine, id)
+  local now = F.fmt(NOW)
+  redis.call('HSET', jk, 'recorded', F.fmt(token), 'state', 'succeeded', 'finished_at', now)
+  redis.call('HDEL', jk, 'machine', 'deadline', 'expiry', 'pct', 'msg')
+  redis.call('RPUSH', P .. 'finished', now .. ':' .. F.fmt(id))
+  F.count('leased', -1)
+  F.count('t_succeeded', 1)
+  F.count('finished', 1)
+  return {'recorded', 'succeeded'}
+end
+
 function F.complete(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
   local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token')
+  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'machine')
   if not f[1] then return F.err('unknown_job') end
   if f[2] and tonumber(f[2]) == token then return {'recorded', f[1]} end
   if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
+  if r.outcome == 'succeeded' then return F.succeed(id, jk, token, tonumber(f[4])) end
   redis.call('HSET', jk, 'recorded', F.fmt(token))
   F.end_lease(id)
-  if r.outcome == 'succeeded' then
-    F.finish(id, 'succeeded')
-  else
-    if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
-    redis.call('HSET', jk, 'error', r.error)
-    local a = redis.call('HMGET', jk, 'attempt', 'max_attempts')
-    F.settle(id, F.after_attempt(id, tonumber(a[1]), tonumber(a[2]), r.outcome))
-  end
+  if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
+  redis.call('HSET', jk, 'error', r.error)
+  local a = redis.call('HMGET', jk, 'attempt', 'max_attempts')
+  F.settle(id, F.after_attempt(id, tonumber(a[1]), tonumber(a[2]), r.outcome))
   return {'recorded', redis.call('HGET', jk, 'state')}
 end
 
