@@ -6,6 +6,7 @@
 //! `cargo run --release -p drover-bench -- e2e --redis URL --jobs N --agents A --json`
 //! (without `--redis`, a private redis-server is started on a free port).
 
+mod cost;
 mod e2e;
 mod peer;
 mod timing;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Submit, claim and complete no-op jobs on one Redis.
     E2e(e2e::Args),
+    /// Redis CPU per job for submit, claim and complete, from Redis's command statistics.
+    Cost(cost::Args),
 }
 
 fn main() -> Result<()> {
@@ -33,5 +36,6 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::E2e(args) => runtime.block_on(e2e::run(args)),
+        Command::Cost(args) => runtime.block_on(cost::run(args)),
     }
 }
