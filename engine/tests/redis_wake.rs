@@ -65,8 +65,10 @@ async fn a_submission_wakes_the_waiting_machine_within_its_round_trip() {
     let round_trip = replied - sent;
     let wake = at.saturating_duration_since(sent);
     eprintln!("submit round trip {round_trip:?}, woken after {wake:?}");
+    // Pushed, not polled: well within one round trip plus scheduling slack on a loaded CI
+    // machine, and two orders of magnitude below the idle recheck (30 s).
     assert!(
-        wake <= round_trip + Duration::from_millis(20),
+        wake <= round_trip + Duration::from_millis(250),
         "woken after {wake:?}, the submission took {round_trip:?}"
     );
     // Nothing more to wake it for.
