@@ -55,9 +55,11 @@ function F.wake_one_for(cid)
   WAKES[#WAKES + 1] = chosen
 end
 
--- `nonempty`: the non-empty class ids (as ZRANGE returns them), read once per claim.
+-- `nonempty`: the non-empty class ids (as ZRANGE returns them), read once per claim. Returns
+-- the best class, its head job, and whether that head is alone in its queue. With a single
+-- fitting class there is nothing to rank, so its head's age is not even read.
 function F.best_class(pid, offer, nonempty)
-  local best, best_score, best_job, best_alone
+  local fitting = {}
   for _, cs in ipairs(nonempty) do
     local cid = tonumber(cs)
     if F.allows(cid, pid) then
@@ -65,17 +67,24 @@ function F.best_class(pid, offer, nonempty)
       if F.offer_fits(c, offer) then
         -- The head and whether anything stands behind it (then taking it empties the class).
         local head = redis.call('ZRANGE', F.qkey(cid), 0, 1, 'WITHSCORES')
-        local job = tonumber(head[1])
-        local priority = 100 - tonumber(head[2])
-        local submitted = tonumber(redis.call('HGET', F.jkey(job), 'submitted_at'))
-        local score = F.score(priority, F.max(NOW - submitted, 0), c, offer)
-        if best == nil or score > best_score or (score == best_score and job < best_job) then
-          best, best_score, best_job, best_alone = cid, score, job, #head == 2
-        end
+        fitting[#fitting + 1] = {cid, tonumber(head[1]), 100 - tonumber(head[2]), #head == 2}
       end
     end
   end
-  return best, best_job, best_alone
+  if #fitting <= 1 then
+    local only = fitting[1]
+    if not only then return nil end
+    return only[1], only[2], only[4]
+  end
+  local best, best_score
+  for _, f in ipairs(fitting) do
+    local submitted = tonumber(redis.call('HGET', F.jkey(f[2]), 'submitted_at'))
+    local score = F.score(f[3], F.max(NOW - submitted, 0), F.class(f[1]), offer)
+    if best == nil or score > best_score or (score == best_score and f[2] < best[2]) then
+      best, best_score = f, score
+    end
+  end
+  return best[1], best[2], best[4]
 end
 
 function F.grant(job)
@@ -101,7 +110,7 @@ function F.lease(job, machine, cid, leases)
   redis.call('HSET', jk, 'state', 'leased', 'attempt', attempt_s, 'token', token_s,
     'machine', F.fmt(machine), 'deadline', deadline_s,
     'attempt_deadline', F.fmt(attempt_deadline), 'expiry', F.fmt(expiry),
-    'started_at', F.fmt(NOW))
+    'started_at', NOW_S)
   redis.call('ZADD', P .. 'leases', expiry, F.pad(job))
   leases[#leases + 1] = job
   F.count('leased', 1)

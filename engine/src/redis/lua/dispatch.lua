@@ -17,6 +17,7 @@ local function apply(r)
 end
 
 NOW = F.clock()
+NOW_S = F.fmt(NOW)
 local request = cjson.decode(ARGV[2])
 local reply
 if request.op == 'batch' then

@@ -124,6 +124,11 @@ end
 -- class::offer_after
 function F.offer_after(o, c)
   local dl = F.download(c.models, o.set)
+  if #c.models == 0 then
+    -- Nothing new gets cached: share the model list and set (offers are never edited).
+    return {gpus = F.max(o.gpus - c.gpus, 0), mem = o.mem, disk = F.max(o.disk - (c.disk + dl), 0),
+      cached = o.cached, set = o.set}
+  end
   local cached = {}
   for _, m in ipairs(o.cached) do cached[#cached + 1] = m end
   for _, m in ipairs(c.models) do

@@ -196,7 +196,7 @@ end
 function F.succeed(id, jk, token, machine)
   redis.call('ZREM', P .. 'leases', F.pad(id))
   F.drop_lease(machine, id)
-  local now = F.fmt(NOW)
+  local now = NOW_S
   redis.call('HSET', jk, 'recorded', F.fmt(token), 'state', 'succeeded', 'finished_at', now)
   redis.call('HDEL', jk, 'machine', 'deadline', 'expiry', 'pct', 'msg')
   redis.call('RPUSH', P .. 'finished', now .. ':' .. F.fmt(id))

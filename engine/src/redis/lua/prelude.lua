@@ -13,6 +13,8 @@ local P = string.sub(KEYS[1], 1, -5)
 local META = KEYS[1]
 local C = cjson.decode(ARGV[1])
 local NOW = 0
+-- NOW as text, formatted once per call: most writes store it.
+local NOW_S = '0'
 local WAKES = {}
 local CLASSES = {}
 local PROFILES = {}
