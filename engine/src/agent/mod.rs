@@ -97,6 +97,8 @@ pub struct Agent {
     draining: bool,
     left: bool,
     running: BTreeMap<JobId, Running>,
+    /// The earliest `timeout_at` among `running`, kept with it (next_timeout is hot).
+    earliest_timeout: Option<Time>,
     used_gpus: u32,
     scratch_gb: u32,
     usable_gpu_mem_gb: u32,
@@ -135,6 +137,7 @@ impl Agent {
             draining: false,
             left: false,
             running: BTreeMap::new(),
+            earliest_timeout: None,
             used_gpus: 0,
             scratch_gb: 0,
             foreign_disk_gb: 0,
@@ -254,7 +257,7 @@ impl Agent {
             self.link.next_timeout(),
             heartbeat,
             self.idle_until.filter(|_| self.link.is_free()),
-            self.running.values().map(|r| r.timeout_at).min(),
+            self.earliest_timeout,
         ]
         .into_iter()
         .flatten()
@@ -405,6 +408,10 @@ impl Agent {
             timeout_at,
         };
         self.running.insert(grant.job, run);
+        self.earliest_timeout = Some(
+            self.earliest_timeout
+                .map_or(timeout_at, |t| t.min(timeout_at)),
+        );
         self.stats.started += 1;
         self.idle_until = None;
         self.actions.push_back(Action::Start {
@@ -419,6 +426,9 @@ impl Agent {
     /// Frees what an attempt held; `None` if it was not running.
     fn release_resources(&mut self, now: Time, job: JobId) -> Option<Running> {
         let run = self.running.remove(&job)?;
+        if self.earliest_timeout == Some(run.timeout_at) {
+            self.earliest_timeout = self.running.values().map(|r| r.timeout_at).min();
+        }
         self.used_gpus -= run.gpus;
         self.scratch_gb -= run.disk_gb;
         self.cache.unpin(run.models, now);

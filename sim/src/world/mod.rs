@@ -364,7 +364,7 @@ impl World {
     /// Feeds what the store recorded to the checker, the metrics and the producer.
     fn absorb_history(&mut self) {
         let mut history = std::mem::take(&mut self.history);
-        history.extend(self.redis.store.drain_history());
+        self.redis.store.append_history(&mut history);
         for event in &history {
             self.checker.observe(event);
             match *event {

@@ -129,7 +129,7 @@ impl MemStore {
                     self.raise_gpu_mem(job, *needed_gb);
                 }
                 let record = &mut self.jobs.get_mut(&job).expect("job checked above");
-                record.error = Some(format!("{failure:?}"));
+                record.error = Some(format!("{failure:?}").into());
                 let (attempt, max) = (record.attempt, record.spec.max_attempts);
                 let next = after_attempt(
                     job,
@@ -354,8 +354,8 @@ pub(super) fn view(job: JobId, record: &JobRecord) -> JobView {
         submitted_at: record.submitted_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
-        error: record.error.clone(),
-        progress: record.progress.clone(),
+        error: record.error.as_deref().map(str::to_string),
+        progress: record.progress.as_deref().cloned(),
         spec: record.spec.clone(),
     }
 }

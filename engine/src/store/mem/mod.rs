@@ -43,8 +43,9 @@ struct JobRecord {
     attempt_deadline: Time,
     /// The key in `lease_expiry` while leased.
     expiry: Time,
-    error: Option<String>,
-    progress: Option<crate::core::model::Progress>,
+    // Boxed: rare, and a smaller record keeps the hot job map dense.
+    error: Option<Box<str>>,
+    progress: Option<Box<crate::core::model::Progress>>,
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +162,13 @@ impl MemStore {
 
     pub fn drain_history(&mut self) -> impl Iterator<Item = HistoryEvent> + '_ {
         self.history.iter_mut().flat_map(|h| h.drain(..))
+    }
+
+    /// Moves the recorded events to the end of `into` in one copy (the simulator's hot path).
+    pub fn append_history(&mut self, into: &mut Vec<HistoryEvent>) {
+        if let Some(history) = &mut self.history {
+            into.append(history);
+        }
     }
 
     /// Machines to wake: each was idle and a job it fits was enqueued.

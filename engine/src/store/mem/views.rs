@@ -26,10 +26,10 @@ impl MemStore {
             }
             message.truncate(cut);
         }
-        record.progress = Some(Progress {
+        record.progress = Some(Box::new(Progress {
             percent: percent.min(100),
             message,
-        });
+        }));
         Ok(Reply::ProgressNoted)
     }
 
