@@ -373,6 +373,17 @@ impl Agent {
     }
 
     fn start(&mut self, now: Time, grant: Grant) {
+        // A new lease on a job whose older attempt still runs here (its lease was revoked
+        // while the store could not tell us): that attempt is dead, stop it first.
+        let running_token = self.running.get(&grant.job).map(|r| r.token);
+        if running_token == Some(grant.token) {
+            return; // The same lease again (a repeated claim's answer): it already runs.
+        }
+        if running_token.is_some() {
+            self.release_resources(now, grant.job);
+            self.actions.push_back(Action::Stop { job: grant.job });
+            self.stats.revoked += 1;
+        }
         let req = grant.spec.requirements.clone();
         if self.draining || req.gpus > self.spec.gpus - self.used_gpus {
             self.outbox.push_back(Request::Release {

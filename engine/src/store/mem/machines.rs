@@ -120,8 +120,8 @@ impl MemStore {
         }
         let deadline = now.plus(ttl);
         let expiry = deadline.min(record.attempt_deadline);
-        self.lease_expiry.remove(&(record.expiry, lease.job));
-        self.lease_expiry.insert((expiry, lease.job));
+        // The expiry index is corrected lazily, when the reaper reaches the old entry: renewals
+        // are many (every heartbeat, every lease), expiries few.
         record.expiry = expiry;
         record.state = JobState::Leased {
             machine,

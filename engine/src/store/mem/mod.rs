@@ -41,7 +41,8 @@ struct JobRecord {
     finished_at: Option<Time>,
     /// When the current attempt runs out of time.
     attempt_deadline: Time,
-    /// The key in `lease_expiry` while leased.
+    /// When the lease expires. `lease_expiry` holds an entry at or before this time (renewals
+    /// do not move it; the reaper does, lazily).
     expiry: Time,
     // Boxed: rare, and a smaller record keeps the hot job map dense.
     error: Option<Box<str>>,

@@ -62,7 +62,22 @@ impl MemStore {
             if expiry > self.now {
                 break;
             }
-            let over_time = self.now >= self.jobs[&job].attempt_deadline;
+            self.lease_expiry.pop_first();
+            // Entries are moved lazily: one may be left from an ended lease, or stand earlier
+            // than a lease that was renewed since. Only a live lease at its expiry is reaped.
+            let Some(record) = self.jobs.get(&job) else {
+                continue;
+            };
+            if !matches!(record.state, JobState::Leased { .. }) {
+                continue;
+            }
+            if record.expiry != expiry {
+                if record.expiry > expiry {
+                    self.lease_expiry.insert((record.expiry, job));
+                }
+                continue;
+            }
+            let over_time = self.now >= record.attempt_deadline;
             let end = if over_time {
                 AttemptEnd::OverTime
             } else {
