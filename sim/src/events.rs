@@ -5,15 +5,22 @@ use drover_engine::core::Time;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+/// An event with its place in line: time in the high 64 bits, sequence in the low 64, so that
+/// ordering is one integer comparison (the heap compares on every sift).
 struct Entry<E> {
-    at: Time,
-    seq: u64,
+    key: u128,
     event: E,
+}
+
+impl<E> Entry<E> {
+    fn at(&self) -> Time {
+        Time((self.key >> 64) as u64)
+    }
 }
 
 impl<E> PartialEq for Entry<E> {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+        self.key == other.key
     }
 }
 impl<E> Eq for Entry<E> {}
@@ -24,7 +31,7 @@ impl<E> PartialOrd for Entry<E> {
 }
 impl<E> Ord for Entry<E> {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.key.cmp(&other.key)
     }
 }
 
@@ -53,18 +60,16 @@ impl<E> EventQueue<E> {
     pub fn schedule(&mut self, at: Time, event: E) {
         self.seq += 1;
         let at = at.max(self.now);
-        self.heap.push(Reverse(Entry {
-            at,
-            seq: self.seq,
-            event,
-        }));
+        let key = (at.0 as u128) << 64 | self.seq as u128;
+        self.heap.push(Reverse(Entry { key, event }));
     }
 
     pub fn pop(&mut self) -> Option<(Time, E)> {
         let Reverse(entry) = self.heap.pop()?;
-        debug_assert!(entry.at >= self.now);
-        self.now = entry.at;
-        Some((entry.at, entry.event))
+        let at = entry.at();
+        debug_assert!(at >= self.now);
+        self.now = at;
+        Some((at, entry.event))
     }
 
     pub fn len(&self) -> usize {
