@@ -438,6 +438,35 @@ fn random_request_sequences_match_memstore() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// One claim at `t` on both stores (their answers must agree), then every grant failed on both.
+fn claim_and_fail_on_both(
+    mem: &mut MemStore,
+    redis: &mut RedisTarget,
+    machine: drover_engine::core::MachineId,
+    seq: u64,
+    t: Time,
+) {
+    let claim = Request::Claim {
+        machine,
+        seq,
+        offer: conformance::offer(64, 80),
+    };
+    let a = mem.apply_at(t, claim.clone());
+    let b = redis.apply_at(t, claim);
+    assert_eq!(a, b, "claim {seq} at {t:?}");
+    let Ok(Reply::Claimed { grants, .. }) = a.0 else {
+        panic!("claim: {:?}", a.0)
+    };
+    for g in &grants {
+        let fail = Request::Complete {
+            job: g.job,
+            token: g.token,
+            outcome: outcome(2),
+        };
+        assert_eq!(mem.apply_at(t, fail.clone()), redis.apply_at(t, fail));
+    }
+}
+
 #[test]
 fn lua_retry_jitter_matches_the_rust_reference() {
     // Checked through the store: a job failing at a known time is released exactly when
@@ -470,49 +499,13 @@ fn lua_retry_jitter_matches_the_rust_reference() {
     // steps and fail every grant, so each job walks through its backoffs.
     let mut seq = 0;
     let mut t = now;
-    for round in 0..4u64 {
+    for _round in 0..4u64 {
         seq += 1;
-        let claim = Request::Claim {
-            machine,
-            seq,
-            offer: conformance::offer(64, 80),
-        };
-        let a = mem.apply_at(t, claim.clone());
-        let b = redis.apply_at(t, claim);
-        assert_eq!(a, b, "round {round}");
-        let grants = match a.0 {
-            Ok(Reply::Claimed { grants, .. }) => grants,
-            other => panic!("{other:?}"),
-        };
-        for g in grants {
-            let fail = Request::Complete {
-                job: g.job,
-                token: g.token,
-                outcome: outcome(2),
-            };
-            assert_eq!(mem.apply_at(t, fail.clone()), redis.apply_at(t, fail));
-        }
+        claim_and_fail_on_both(&mut mem, &mut redis, machine, seq, t);
         for _ in 0..400 {
             t = t.plus(Span::from_millis(250));
             seq += 1;
-            let claim = Request::Claim {
-                machine,
-                seq,
-                offer: conformance::offer(64, 80),
-            };
-            let a = mem.apply_at(t, claim.clone());
-            let b = redis.apply_at(t, claim);
-            assert_eq!(a, b, "round {round} at {t:?}");
-            if let Ok(Reply::Claimed { grants, .. }) = &a.0 {
-                for g in grants {
-                    let fail = Request::Complete {
-                        job: g.job,
-                        token: g.token,
-                        outcome: outcome(2),
-                    };
-                    assert_eq!(mem.apply_at(t, fail.clone()), redis.apply_at(t, fail));
-                }
-            }
+            claim_and_fail_on_both(&mut mem, &mut redis, machine, seq, t);
         }
     }
     assert_eq!(store_jobs.len(), 60);

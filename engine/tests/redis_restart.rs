@@ -2,11 +2,11 @@
 //! after the restart the reaper reconciles: the leases of machines that did not come back are
 //! revoked and their jobs run again elsewhere.
 
-use drover_engine::core::{EngineConfig, JobId, Span, StateName, Time};
+use drover_engine::core::{EngineConfig, JobId, MachineId, Span, StateName, Time};
 use drover_engine::redis::RedisStore;
 use drover_engine::runtime::{SharedStore, StoreError};
 use drover_engine::store::conformance::{job_with, machine, offer};
-use drover_engine::store::{Refusal, Reply, Request};
+use drover_engine::store::{Grant, Refusal, Reply, Request};
 use drover_engine::testing::RedisServer;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,19 @@ async fn apply_retrying(store: &RedisStore, request: Request) -> Result<Reply, R
         }
     }
     panic!("the store did not come back")
+}
+
+/// `machine`'s first claim, offering four 24 GB GPUs.
+async fn claim_four(store: &RedisStore, machine: MachineId) -> Vec<Grant> {
+    let claim = Request::Claim {
+        machine,
+        seq: 1,
+        offer: offer(4, 24),
+    };
+    match apply_retrying(store, claim).await {
+        Ok(Reply::Claimed { grants, .. }) => grants,
+        other => panic!("claim: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,18 +124,7 @@ async fn after_a_restart_the_reaper_revokes_leases_of_machines_that_are_gone() {
         };
         jobs.push(job);
     }
-    let Ok(Reply::Claimed { grants, .. }) = apply_retrying(
-        &store,
-        Request::Claim {
-            machine: gone,
-            seq: 1,
-            offer: offer(4, 24),
-        },
-    )
-    .await
-    else {
-        panic!("claim")
-    };
+    let grants = claim_four(&store, gone).await;
     assert_eq!(grants.len(), 4);
     server.kill();
     server.restart();
@@ -152,18 +154,7 @@ async fn after_a_restart_the_reaper_revokes_leases_of_machines_that_are_gone() {
     else {
         panic!("register")
     };
-    let Ok(Reply::Claimed { grants, .. }) = apply_retrying(
-        &store,
-        Request::Claim {
-            machine: fresh,
-            seq: 1,
-            offer: offer(4, 24),
-        },
-    )
-    .await
-    else {
-        panic!("claim")
-    };
+    let grants = claim_four(&store, fresh).await;
     assert_eq!(grants.len(), 4);
     assert!(grants.iter().all(|g| g.attempt == 2));
     for g in grants {

@@ -56,6 +56,22 @@ fn assert_within(what: &str, measured: f64, expected: f64, tolerance: f64) {
     );
 }
 
+/// No violation; mean wait and P(wait) within 5% of Erlang C (service rate 1); L = lambda W
+/// within 2%.
+fn assert_matches_erlang_c_and_little(name: &str, report: &RunReport, lambda: f64, c: u32) {
+    let (p_wait, wq) = erlang_c(lambda, 1.0, c);
+    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
+    assert_within(&format!("{name} mean wait"), report.wait_s.mean, wq, 0.05);
+    assert_within(&format!("{name} P(wait)"), report.p_wait, p_wait, 0.05);
+    let little = report.little;
+    assert_within(
+        "Little's law L = lambda W",
+        little.mean_in_system,
+        little.arrival_rate * little.mean_time_in_system_s,
+        0.02,
+    );
+}
+
 #[test]
 fn erlang_c_formula_matches_the_textbook_values() {
     let (p_wait, wq) = erlang_c(8.0, 1.0, 10);
@@ -67,18 +83,10 @@ fn erlang_c_formula_matches_the_textbook_values() {
 
 #[test]
 fn mm10_lambda_8_matches_erlang_c_and_littles_law() {
-    let (p_wait, wq) = erlang_c(8.0, 1.0, 10);
+    let (_, wq) = erlang_c(8.0, 1.0, 10);
     let report = mmc(10, 8.0, 60_000, 1);
-    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
-    assert_within("M/M/10 mean wait", report.wait_s.mean, wq, 0.05);
-    assert_within("M/M/10 P(wait)", report.p_wait, p_wait, 0.05);
+    assert_matches_erlang_c_and_little("M/M/10", &report, 8.0, 10);
     let little = report.little;
-    assert_within(
-        "Little's law L = lambda W",
-        little.mean_in_system,
-        little.arrival_rate * little.mean_time_in_system_s,
-        0.02,
-    );
     assert_within(
         "M/M/10 mean time in system",
         little.mean_time_in_system_s,
@@ -89,17 +97,7 @@ fn mm10_lambda_8_matches_erlang_c_and_littles_law() {
 
 #[test]
 fn mm1_rho_0_8_matches_erlang_c() {
-    let (p_wait, wq) = erlang_c(0.8, 1.0, 1);
     let report = mmc(1, 0.8, 700_000, 2);
-    assert_eq!(report.violation_count, 0, "{:?}", report.violations);
     assert!(report.jobs.succeeded > 500_000);
-    assert_within("M/M/1 mean wait", report.wait_s.mean, wq, 0.05);
-    assert_within("M/M/1 P(wait)", report.p_wait, p_wait, 0.05);
-    let little = report.little;
-    assert_within(
-        "Little's law L = lambda W",
-        little.mean_in_system,
-        little.arrival_rate * little.mean_time_in_system_s,
-        0.02,
-    );
+    assert_matches_erlang_c_and_little("M/M/1", &report, 0.8, 1);
 }

@@ -15,6 +15,14 @@ fn config() -> EngineConfig {
     }
 }
 
+/// A store with machine "a" (one 80 GB GPU) registered and `spec` submitted, both at 0 s.
+fn one_machine_one_job(spec: JobSpec) -> (MemStore, MachineId, JobId) {
+    let mut store = MemStore::new(config());
+    let m = register(&mut store, secs(0), machine("a", 1, 80));
+    let j = submit(&mut store, secs(0), spec);
+    (store, m, j)
+}
+
 fn submit(store: &mut MemStore, now: Time, spec: JobSpec) -> JobId {
     match store.apply(now, Request::Submit(Box::new(spec))) {
         Ok(Reply::Submitted { job, .. }) => job,
@@ -247,16 +255,10 @@ fn a_repeated_claim_returns_the_same_leases() {
 
 #[test]
 fn failures_retry_with_backoff_until_dead() {
-    let mut store = MemStore::new(config());
-    let m = register(&mut store, secs(0), machine("a", 1, 80));
-    let j = submit(
-        &mut store,
-        secs(0),
-        JobSpec {
-            max_attempts: 2,
-            ..job(1, 8)
-        },
-    );
+    let (mut store, m, j) = one_machine_one_job(JobSpec {
+        max_attempts: 2,
+        ..job(1, 8)
+    });
     let err = Outcome::Failed(Failure::Error {
         retryable: true,
         message: "x".into(),
@@ -305,17 +307,11 @@ fn gpu_oom_raises_the_requirement_so_the_retry_goes_where_it_fits() {
 
 #[test]
 fn leases_expire_without_heartbeats_and_timeouts_end_timed_out() {
-    let mut store = MemStore::new(config());
-    let m = register(&mut store, secs(0), machine("a", 1, 80));
-    let j = submit(
-        &mut store,
-        secs(0),
-        JobSpec {
-            max_attempts: 1,
-            timeout: Span::from_secs(20),
-            ..job(1, 8)
-        },
-    );
+    let (mut store, m, j) = one_machine_one_job(JobSpec {
+        max_attempts: 1,
+        timeout: Span::from_secs(20),
+        ..job(1, 8)
+    });
     let (_, token) = claim(&mut store, secs(0), m, 1, offer(1, 80)).unwrap();
     let renewed = store.apply(
         secs(10),
@@ -479,16 +475,10 @@ fn limits_refuse_with_the_limit_named() {
 
 #[test]
 fn release_returns_the_job_without_charging_an_attempt() {
-    let mut store = MemStore::new(config());
-    let m = register(&mut store, secs(0), machine("a", 1, 80));
-    let j = submit(
-        &mut store,
-        secs(0),
-        JobSpec {
-            max_attempts: 1,
-            ..job(1, 8)
-        },
-    );
+    let (mut store, m, j) = one_machine_one_job(JobSpec {
+        max_attempts: 1,
+        ..job(1, 8)
+    });
     let (_, token) = claim(&mut store, secs(0), m, 1, offer(1, 80)).unwrap();
     assert_eq!(
         store.apply(secs(1), Request::Release { job: j, token }),
