@@ -503,16 +503,7 @@ impl Driver {
         {
             self.deregister(m);
         }
-        let spec = MachineSpec {
-            name: format!("m{m}"),
-            pool: "p".into(),
-            gpus,
-            gpu_model: "A100".into(),
-            gpu_mem_gb: mem,
-            disk_gb: DISK_GB,
-            labels: Default::default(),
-            cost_per_hour: 1.0,
-        };
+        let spec = machine_spec(&format!("m{m}"), gpus, mem);
         let reply = self.apply(Request::Register(Box::new(spec)));
         let Ok(Reply::Registered { machine: id }) = reply else {
             panic!("register: {reply:?}");
