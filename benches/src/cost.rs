@@ -1,5 +1,5 @@
 //! `drover-bench cost`: where Redis spends its time per job, read from Redis's own command
-//! statistics (`INFO commandstats`, microseconds inside EVALSHA): submissions one per call,
+//! statistics (`INFO commandstats`, microseconds inside FCALL): submissions one per call,
 //! claims granting 16 per call, completions 16 per batch.
 
 use anyhow::{Context, Result};
@@ -17,12 +17,12 @@ pub struct Args {
     jobs: u64,
 }
 
-/// Microseconds Redis spent in EVALSHA since the last reset.
-fn evalsha_usec(con: &mut redis::Connection) -> Result<u64> {
+/// Microseconds Redis spent in FCALL since the last reset.
+fn fcall_usec(con: &mut redis::Connection) -> Result<u64> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(con)?;
     let line = info
         .lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .find(|l| l.starts_with("cmdstat_fcall:"))
         .unwrap_or("");
     Ok(line
         .split(',')
@@ -70,7 +70,7 @@ pub async fn run(args: Args) -> Result<()> {
             .apply(Request::Submit(Box::new(JobSpec::new("noop", req.clone()))))
             .await??;
     }
-    let submit_us = evalsha_usec(&mut stats)?;
+    let submit_us = fcall_usec(&mut stats)?;
     let offer = Offer {
         free_gpus: 16,
         gpu_mem_gb: 80,
@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> Result<()> {
         else {
             anyhow::bail!("claim failed")
         };
-        claim_us += evalsha_usec(&mut stats)?;
+        claim_us += fcall_usec(&mut stats)?;
         done += grants.len() as u64;
         let outcomes = grants
             .iter()
@@ -103,7 +103,7 @@ pub async fn run(args: Args) -> Result<()> {
             .collect();
         reset(&mut stats)?;
         store.apply(Request::Batch(outcomes)).await??;
-        complete_us += evalsha_usec(&mut stats)?;
+        complete_us += fcall_usec(&mut stats)?;
     }
     let per_job = |us: u64| us as f64 / args.jobs as f64;
     let report = json!({

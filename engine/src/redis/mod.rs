@@ -1,5 +1,5 @@
-//! `RedisStore`: the store on a real Redis (one node, or Redis Cluster), applying every request
-//! as one atomic Lua script with the same semantics as `MemStore` (the conformance suite in
+//! `RedisStore`: the store on a real Redis 7 or later (one node, or Redis Cluster), applying every
+//! request as one call of a Lua function (a Redis Function library, atomic) with the same semantics as `MemStore` (the conformance suite in
 //! `store::conformance` and `tests/redis_conformance.rs` holds the two to identical replies).
 //!
 //! Key layout: every key is `{<namespace>}:...`, one hash tag, so a namespace lives on one
@@ -7,7 +7,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, classes, profiles, machines, job counts, totals (`t_*`) |
+//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, epoch, classes, profiles, machines, job counts, totals (`t_*`); test_clock |
 //! | `{ns}:j:<job>` | hash | a job (see lua/jobs.lua) |
 //! | `{ns}:jobs` | zset | every retained job by id (listings) |
 //! | `{ns}:idem` | hash | idempotency key -> job |
@@ -23,11 +23,12 @@
 //! | `{ns}:machines`, `{ns}:mexp` | zset | machines by id; by heartbeat expiry |
 //! | `{ns}:waitp`, `{ns}:w:<profile>` | zset | profiles with idle machines; the idle line |
 //! | `{ns}:wake:<machine>` | list | a pending wake-up; the machine BLPOPs it |
-//! | `{ns}:test:clock` | string | TESTS ONLY: the store clock in us instead of TIME |
 //!
 //! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
-//! `{ns}:test:clock` exists its value is the clock instead: the conformance suite drives virtual
-//! time with it exactly as MemStore is given `now`. Production never sets that key.
+//! `meta.test_clock` exists its value is the clock instead: the conformance suite drives virtual
+//! time with it exactly as MemStore is given `now`. Production never sets that field.
+//! `meta.epoch` is set when the namespace's data is first written; the library's caches of
+//! classes and profiles are kept per epoch, so a wiped namespace never meets stale ones.
 
 mod codec;
 mod connection;
@@ -109,8 +110,13 @@ impl RedisStore {
                 config: Arc::new(config),
             }),
         };
-        // Loads the script now, so a server that cannot run it fails here, not on a request.
-        store.query(::redis::cmd("PING")).await?;
+        // Loads the library now, so a server that cannot run it fails here, not on a request.
+        store.load_library().await.map_err(|e| {
+            StoreError::Connection(format!(
+                "{}: loading Drover's Redis Function library (Redis 7 or later is needed): {e}",
+                connection::redact(url)
+            ))
+        })?;
         Ok(store)
     }
 
@@ -129,30 +135,46 @@ impl RedisStore {
             Ok(wire) => wire,
             Err(refusal) => return Ok((Err(refusal), Vec::new())),
         };
-        let script = scripts::store_script();
-        let mut invocation = script.key(&self.inner.meta_key);
-        invocation.arg(&self.inner.wire_config).arg(&wire.json);
-        let value: Value = match &self.inner.requests {
-            Requests::Node(conn) => invocation.invoke_async(&mut conn.clone()).await,
-            Requests::Cluster(conn) => invocation.invoke_async(&mut conn.clone()).await,
+        let mut call = ::redis::cmd("FCALL");
+        call.arg(&scripts::library().function)
+            .arg(1)
+            .arg(&self.inner.meta_key)
+            .arg(&self.inner.wire_config)
+            .arg(&wire.json);
+        let value = match self.query_raw(&call).await {
+            // A restarted server without persistence, or a node new to the cluster.
+            Err(e) if scripts::is_missing(&e) => {
+                self.load_library().await?;
+                self.query_raw(&call).await
+            }
+            other => other,
         }
         .map_err(store_error)?;
         codec::decode(&value, &request, &wire.early)
     }
 
+    /// `FUNCTION LOAD REPLACE`: idempotent, so racing engines of one version do no harm (a
+    /// cluster connection sends it to every master).
+    async fn load_library(&self) -> Result<(), StoreError> {
+        let mut load = ::redis::cmd("FUNCTION");
+        load.arg("LOAD")
+            .arg("REPLACE")
+            .arg(&scripts::library().source);
+        self.query(load).await.map(|_| ())
+    }
+
     /// TESTS ONLY: sets the namespace's store clock to `now` (µs), or back to Redis `TIME`
     /// with `None`. The store clock still never runs backwards.
     pub async fn set_test_clock(&self, now: Option<Time>) -> Result<(), StoreError> {
-        let key = format!("{{{}}}:test:clock", self.inner.namespace);
         let mut cmd = match now {
             Some(t) => {
-                let mut c = ::redis::cmd("SET");
-                c.arg(&key).arg(t.0);
+                let mut c = ::redis::cmd("HSET");
+                c.arg(&self.inner.meta_key).arg("test_clock").arg(t.0);
                 c
             }
             None => {
-                let mut c = ::redis::cmd("DEL");
-                c.arg(&key);
+                let mut c = ::redis::cmd("HDEL");
+                c.arg(&self.inner.meta_key).arg("test_clock");
                 c
             }
         };
@@ -161,11 +183,14 @@ impl RedisStore {
 
     /// Sends one plain command on the request connection.
     async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
+        self.query_raw(&cmd).await.map_err(store_error)
+    }
+
+    async fn query_raw(&self, cmd: &::redis::Cmd) -> Result<Value, ::redis::RedisError> {
         match &self.inner.requests {
             Requests::Node(conn) => cmd.query_async(&mut conn.clone()).await,
             Requests::Cluster(conn) => cmd.query_async(&mut conn.clone()).await,
         }
-        .map_err(store_error)
     }
 
     async fn blpop(conn: &mut Blocking, key: &str, timeout: Duration) -> Result<bool, StoreError> {

@@ -1,8 +1,11 @@
-//! The store script: the Lua files in `lua/`, joined into ONE script, so that every request is
-//! applied by one EVALSHA, atomically. `redis::Script` sends EVALSHA and, when the server does
-//! not know the script (a restart, a failover to a fresh replica), loads it and tries again.
+//! The store's Lua: the files in `lua/`, joined into ONE Redis Function library, so that every
+//! request is applied by one `FCALL`, atomically. A library is loaded once per server, unlike an
+//! EVALSHA script, whose top level (defining every function) runs again on each call.
+//!
+//! The library and its function are named after the source's hash, so engines of two versions
+//! can share a server during a rolling upgrade, each calling its own code.
 
-use ::redis::Script;
+use ::redis::{RedisError, Script};
 use std::sync::OnceLock;
 
 const PARTS: [&str; 7] = [
@@ -15,17 +18,59 @@ const PARTS: [&str; 7] = [
     include_str!("lua/views.lua"),
 ];
 const DISPATCH: &str = include_str!("lua/dispatch.lua");
+/// What dispatch.lua registers; replaced by the versioned name.
+const PLACEHOLDER: &str = "DROVER_FUNCTION";
 
-/// The whole script's source.
-pub fn source() -> String {
-    let mut source = PARTS.join("\n");
-    source.push('\n');
-    source.push_str(DISPATCH);
-    source
+/// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.
+pub struct Library {
+    pub source: String,
+    pub function: String,
 }
 
-/// The compiled-once script handle (it carries the SHA1).
-pub fn store_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(&source()))
+fn body() -> String {
+    let mut body = PARTS.join("\n");
+    body.push('\n');
+    body.push_str(DISPATCH);
+    body
+}
+
+/// The library for this build (its name carries the hash of its code).
+pub fn library() -> &'static Library {
+    static LIBRARY: OnceLock<Library> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let body = body();
+        let hash = Script::new(&body).get_hash().to_string();
+        let function = format!("drover_{}", &hash[..16]);
+        assert!(body.contains(PLACEHOLDER), "dispatch.lua registers {PLACEHOLDER}");
+        Library {
+            source: format!(
+                "#!lua name={function}\n{}",
+                body.replace(PLACEHOLDER, &function)
+            ),
+            function,
+        }
+    })
+}
+
+/// Whether `e` says the server lacks the library (a restart without persistence, a fresh node).
+pub fn is_missing(e: &RedisError) -> bool {
+    e.to_string().contains("Function not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_is_named_for_its_code() {
+        let lib = library();
+        assert!(lib.function.starts_with("drover_") && lib.function.len() == 23);
+        assert!(lib
+            .source
+            .starts_with(&format!("#!lua name={}\n", lib.function)));
+        assert!(lib
+            .source
+            .contains(&format!("register_function('{}'", lib.function)));
+        assert!(!lib.source.contains(PLACEHOLDER));
+    }
 }

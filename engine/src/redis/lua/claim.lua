@@ -16,9 +16,10 @@ function F.start_waiting(id, offer)
   redis.call('DEL', P .. 'wake:' .. F.fmt(id))
 end
 
-function F.stop_waiting(id)
+-- `known`: the machine's {wait_seq, profile} fields if the caller read them already.
+function F.stop_waiting(id, known)
   local mk = F.mkey(id)
-  local f = redis.call('HMGET', mk, 'wait_seq', 'profile')
+  local f = known or redis.call('HMGET', mk, 'wait_seq', 'profile')
   if not f[1] then return end
   local pid = tonumber(f[2])
   local line = F.wkey(pid)
@@ -56,25 +57,24 @@ function F.wake_one_for(cid)
 end
 
 -- `nonempty`: the non-empty class ids (as ZRANGE returns them), read once per claim. Returns
--- the best class, its head job, and whether that head is alone in its queue. With a single
--- fitting class there is nothing to rank, so its head's age is not even read.
+-- the best class, its head job, whether that head is alone in its queue, and whether the class
+-- is the only one that fits. A single fitting class has nothing to rank: neither its head nor
+-- its head's age is read (the caller takes its heads in turn).
 function F.best_class(pid, offer, nonempty)
-  local fitting = {}
+  local fits = {}
   for _, cs in ipairs(nonempty) do
     local cid = tonumber(cs)
-    if F.allows(cid, pid) then
-      local c = F.class(cid)
-      if F.offer_fits(c, offer) then
-        -- The head and whether anything stands behind it (then taking it empties the class).
-        local head = redis.call('ZRANGE', F.qkey(cid), 0, 1, 'WITHSCORES')
-        fitting[#fitting + 1] = {cid, tonumber(head[1]), 100 - tonumber(head[2]), #head == 2}
-      end
-    end
+    if F.allows(cid, pid) and F.offer_fits(F.class(cid), offer) then fits[#fits + 1] = cid end
   end
-  if #fitting <= 1 then
-    local only = fitting[1]
-    if not only then return nil end
-    return only[1], only[2], only[4]
+  if #fits <= 1 then
+    if #fits == 0 then return nil end
+    return fits[1], nil, nil, true
+  end
+  local fitting = {}
+  for i, cid in ipairs(fits) do
+    -- The head and whether anything stands behind it (then taking it empties the class).
+    local head = redis.call('ZRANGE', F.qkey(cid), 0, 1, 'WITHSCORES')
+    fitting[i] = {cid, tonumber(head[1]), 100 - tonumber(head[2]), #head == 2}
   end
   local best, best_score
   for _, f in ipairs(fitting) do
@@ -84,7 +84,7 @@ function F.best_class(pid, offer, nonempty)
       best, best_score = f, score
     end
   end
-  return best[1], best[2], best[4]
+  return best[1], best[2], best[4], false
 end
 
 function F.grant(job)
@@ -111,7 +111,7 @@ function F.lease(job, machine, cid, leases)
     'machine', F.fmt(machine), 'deadline', deadline_s,
     'attempt_deadline', F.fmt(attempt_deadline), 'expiry', F.fmt(expiry),
     'started_at', NOW_S)
-  redis.call('ZADD', P .. 'leases', expiry, F.pad(job))
+  F.index_lease(job, expiry)
   leases[#leases + 1] = job
   F.count('leased', 1)
   -- {job, token, attempt, deadline, spec, class key}
@@ -132,55 +132,104 @@ function F.repeat_claim(id, granted, idle)
   return out
 end
 
+-- How many jobs of class `c` fit `offer` one after another, up to `max`.
+function F.fits_in_turn(c, offer, max)
+  local n, left = 0, offer
+  while n < max and F.offer_fits(c, left) do
+    n = n + 1
+    left = F.offer_after(left, c)
+  end
+  return n
+end
+
+-- Takes up to `n` heads of class `cid`'s queue in one step. Returns them and whether the queue
+-- is now empty.
+function F.take_heads(cid, n)
+  local q = F.qkey(cid)
+  local heads = redis.call('ZRANGE', q, 0, n)
+  local taken = F.min(n, #heads)
+  assert(taken > 0, 'take_heads: the queue of a non-empty class is empty')
+  redis.call('ZREMRANGEBYRANK', q, 0, taken - 1)
+  F.count('queued', -taken)
+  local emptied = #heads <= n
+  if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
+  local jobs = {}
+  for i = 1, taken do jobs[i] = tonumber(heads[i]) end
+  return jobs, emptied
+end
+
+function F.without(list, cid)
+  local rest = {}
+  for _, cs in ipairs(list) do
+    if tonumber(cs) ~= cid then rest[#rest + 1] = cs end
+  end
+  return rest
+end
+
 function F.claim(r)
   local id = tonumber(r.machine)
-  local refusal = F.ready(id)
-  if refusal then return refusal end
   local mk = F.mkey(id)
+  local m = redis.call('HMGET', mk, 'state', 'lc_seq', 'lc_grants', 'lc_idle', 'wait_seq',
+    'profile')
+  if not m[1] then return F.err('unknown_machine') end
+  if m[1] ~= 'ready' then return F.err('machine_lost') end
   local seq = tonumber(r.seq)
-  local lc = redis.call('HMGET', mk, 'lc_seq', 'lc_grants', 'lc_idle')
-  if lc[1] then
-    local last = tonumber(lc[1])
-    if seq == last then return F.repeat_claim(id, lc[2], lc[3]) end
+  if m[2] then
+    local last = tonumber(m[2])
+    if seq == last then return F.repeat_claim(id, m[3], m[4]) end
     if seq < last then return {'claimed', 0} end
   end
-  F.touch(id)
-  F.promote_due(C.reap_batch)
-  F.stop_waiting(id)
-  local o = r.offer
+  local pid = tonumber(m[6])
+  F.touch(id, pid)
+  -- A promoted job may have woken this very machine: then its wait fields are read afresh.
+  local promoted = F.promote_due(C.reap_batch)
+  F.stop_waiting(id, promoted == 0 and {m[5], m[6]} or nil)
+  local out, granted, idle = F.grant_best(id, pid, r.offer)
+  if #granted > 0 then F.leases_changed(id) end
+  redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', table.concat(granted, ','),
+    'lc_idle', idle and '1' or '0')
+  if idle then F.start_waiting(id, idle) end
+  return out
+end
+
+-- Leases machine `id` (of profile `pid`) the best jobs for offer `o`, best first. Returns the
+-- reply, the grants as "job:token" and, if the machine is now idle, the offer it has left.
+function F.grant_best(id, pid, o)
   local offer = F.offer(o.gpus, o.mem, o.disk, o.cached)
   local left = offer
-  local pid = tonumber(redis.call('HGET', mk, 'profile'))
   local out = {'claimed', 0}
   local granted = {}
-  local idle = false
-  local leases = F.leases_of(mk)
+  local leases = F.leases_of(id)
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  while #granted < C.max_grants do
-    local cid, job, alone = F.best_class(pid, left, nonempty)
-    if not cid then
-      -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
-      -- frees up.
-      idle = not (offer.gpus > 0 and left.gpus == 0)
-      break
-    end
-    if F.unqueue(job, cid, alone) then
-      -- The class just emptied: drop it from this claim's copy of the list too.
-      local rest = {}
-      for _, cs in ipairs(nonempty) do
-        if tonumber(cs) ~= cid then rest[#rest + 1] = cs end
-      end
-      nonempty = rest
-    end
-    left = F.offer_after(left, F.class(cid))
+  local function lease(job, cid)
     local g = F.lease(job, id, cid, leases)
     out[#out + 1] = g
     granted[#granted + 1] = F.fmt(job) .. ':' .. g[2]
   end
-  if idle then out[2] = 1 end
-  if #granted > 0 then F.set_leases(mk, leases) end
-  redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', table.concat(granted, ','),
-    'lc_idle', idle and '1' or '0')
-  if idle then F.start_waiting(id, left) end
-  return out
+  while #granted < C.max_grants do
+    local cid, job, alone, only = F.best_class(pid, left, nonempty)
+    if not cid then
+      -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
+      -- frees up.
+      if offer.gpus > 0 and left.gpus == 0 then return out, granted, nil end
+      out[2] = 1
+      return out, granted, left
+    end
+    local c = F.class(cid)
+    if only then
+      -- The only class that fits: its heads go in turn while they fit. No other class can
+      -- start to fit as the offer shrinks, so one read takes them all.
+      local jobs, emptied = F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - #granted))
+      for _, j in ipairs(jobs) do
+        left = F.offer_after(left, c)
+        lease(j, cid)
+      end
+      if emptied then nonempty = F.without(nonempty, cid) end
+    else
+      if F.unqueue(job, cid, alone) then nonempty = F.without(nonempty, cid) end
+      left = F.offer_after(left, c)
+      lease(job, cid)
+    end
+  end
+  return out, granted, nil
 end

@@ -10,21 +10,31 @@ local OPS = {
   noop = function(r) return {'noop'} end,
 }
 
+-- The requests that read none of the writes F.flush makes; any other flushes first.
+local HOT = {
+  submit = true, cancel = true, get = true, heartbeat = true, claim = true, complete = true,
+  release = true, progress = true, noop = true,
+}
+
 local function apply(r)
   local op = OPS[r.op]
   if not op then return F.err('bad_request', tostring(r.op)) end
+  if not HOT[r.op] then F.flush() end
   return op(r)
 end
 
-NOW = F.clock()
-NOW_S = F.fmt(NOW)
-local request = cjson.decode(ARGV[2])
-local reply
-if request.op == 'batch' then
-  reply = {'batch'}
-  for _, r in ipairs(request.requests) do reply[#reply + 1] = apply(r) end
-else
-  reply = apply(request)
-end
-F.flush_counts()
-return {reply, WAKES}
+-- scripts.rs names the function after the library's hash, so that engines of two versions can
+-- share a server.
+redis.register_function('DROVER_FUNCTION', function(keys, args)
+  F.begin(keys, args)
+  local request = cjson.decode(args[2])
+  local reply
+  if request.op == 'batch' then
+    reply = {'batch'}
+    for _, r in ipairs(request.requests) do reply[#reply + 1] = apply(r) end
+  else
+    reply = apply(request)
+  end
+  F.flush()
+  return {reply, WAKES}
+end)

@@ -1,7 +1,7 @@
 -- Fit, policy and backoff: ports of core::labels, core::class, core::policy, core::backoff and
 -- core::lifecycle. They must agree with the Rust to the bit; the conformance suite checks.
 
--- A class as the scripts need it, decoded once per script call.
+-- A class as the scripts need it, decoded once (CLASSES, see prelude.lua).
 function F.class(cid)
   local c = CLASSES[cid]
   if c then return c end
@@ -77,9 +77,8 @@ function F.profile_allows(c, p)
   return model_ok and gpus_ok and disk_ok and F.labels_match(c.labels, c.not_labels, p.labels)
 end
 
--- Judged once per (class, profile) and cached, as MemStore does.
-local ALLOWS = {}
-
+-- Judged once per (class, profile) and kept, as MemStore does (in ALLOWS, see prelude.lua, and
+-- in c:<class>:allows for other servers' caches).
 function F.allows(cid, pid)
   local memo = cid .. ':' .. pid
   local known = ALLOWS[memo]

@@ -42,17 +42,20 @@ function F.submit(r)
   if r.key then redis.call('HSET', jk, 'key', r.key) end
   redis.call('ZADD', P .. 'jobs', id, F.pad(id))
   F.count('t_submitted', 1)
-  F.enqueue(id)
+  F.enqueue(id, r.priority, cid)
   return {'submitted', id, 1}
 end
 
 -- Puts a job at its place in its class queue (priority, then id) and wakes one idle machine.
-function F.enqueue(id)
+-- `priority` and `cid` when the caller knows them already.
+function F.enqueue(id, priority, cid)
   local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'priority', 'class')
-  local cid = tonumber(f[2])
+  if not cid then
+    local f = redis.call('HMGET', jk, 'priority', 'class')
+    priority, cid = tonumber(f[1]), tonumber(f[2])
+  end
   redis.call('HSET', jk, 'state', 'queued')
-  redis.call('ZADD', F.qkey(cid), 100 - tonumber(f[1]), F.pad(id))
+  redis.call('ZADD', F.qkey(cid), 100 - priority, F.pad(id))
   redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
   F.count('queued', 1)
   F.wake_one_for(cid)
@@ -73,44 +76,26 @@ function F.unqueue(id, cid, alone)
   return false
 end
 
--- A machine's leases, in MemStore's Vec order (swap_remove keeps that order meaningful).
-function F.leases_of(mk)
-  local out = {}
-  for _, j in ipairs(F.split(redis.call('HGET', mk, 'leases'), ',')) do
-    out[#out + 1] = tonumber(j)
-  end
-  return out
-end
-
-function F.set_leases(mk, list)
-  local s = {}
-  for i, j in ipairs(list) do s[i] = F.fmt(j) end
-  redis.call('HSET', mk, 'leases', table.concat(s, ','))
-end
-
--- Takes `id` out of machine `machine`'s lease list. The list is edited as text, as MemStore's
--- swap_remove does it: the last id takes the removed one's place.
+-- Takes `id` out of machine `machine`'s lease list, as MemStore's swap_remove does it: the
+-- last id takes the removed one's place.
 function F.drop_lease(machine, id)
-  local mk = F.mkey(machine)
-  local list = F.split(redis.call('HGET', mk, 'leases'), ',')
-  local want = F.fmt(id)
+  local list = F.leases_of(machine)
   for i, j in ipairs(list) do
-    if j == want then
+    if j == id then
       list[i] = list[#list]
       list[#list] = nil
-      redis.call('HSET', mk, 'leases', table.concat(list, ','))
+      F.leases_changed(machine)
       return
     end
   end
 end
 
--- Removes a job's live lease from every index; the caller decides what comes next.
+-- Removes a job's live lease from every index; the caller decides what comes next. The job
+-- keeps its lease fields (machine, deadline, expiry): nothing reads them unless it is leased.
 function F.end_lease(id)
-  local jk = F.jkey(id)
-  local machine = tonumber(redis.call('HGET', jk, 'machine'))
-  redis.call('ZREM', P .. 'leases', F.pad(id))
+  local machine = tonumber(redis.call('HGET', F.jkey(id), 'machine'))
+  F.index_lease(id, nil)
   F.drop_lease(machine, id)
-  redis.call('HDEL', jk, 'machine', 'deadline', 'expiry')
   F.count('leased', -1)
 end
 
@@ -127,10 +112,10 @@ end
 -- The lease (if any) was already ended by the caller.
 function F.finish(id, state)
   local jk = F.jkey(id)
-  redis.call('HSET', jk, 'state', state, 'finished_at', F.fmt(NOW))
+  redis.call('HSET', jk, 'state', state, 'finished_at', NOW_S)
   redis.call('HDEL', jk, 'pct', 'msg')
   F.count('t_' .. state, 1)
-  redis.call('RPUSH', P .. 'finished', F.fmt(NOW) .. ':' .. F.fmt(id))
+  F.finished_later(NOW_S .. ':' .. F.fmt(id))
   F.count('finished', 1)
 end
 
@@ -169,8 +154,10 @@ function F.view(id)
   local jk = F.jkey(id)
   local f = redis.call('HMGET', jk, 'state', 'attempt', 'machine', 'submitted_at',
     'started_at', 'finished_at', 'error', 'pct', 'msg', 'spec', 'class')
-  local key = redis.call('HGET', F.ckey(tonumber(f[11])), 'key')
-  return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], key}
+  local key = F.class(tonumber(f[11])).key
+  -- A job that is not leased keeps its last lease's machine; it is not shown.
+  local machine = f[1] == 'leased' and f[3]
+  return {id, f[1], f[2], machine, f[4], f[5], f[6], f[7], f[8], f[9], f[10], key}
 end
 
 function F.get(r)
@@ -192,14 +179,13 @@ function F.raise_gpu_mem(id, needed)
 end
 
 -- The common case of `complete`, in as few calls as it takes: end the lease and finish the job
--- `succeeded` (end_lease then finish, merged).
-function F.succeed(id, jk, token, machine)
-  redis.call('ZREM', P .. 'leases', F.pad(id))
+-- `succeeded` (end_lease then finish, merged). `progress`: whether the job reported any.
+function F.succeed(id, jk, token, machine, progress)
+  F.index_lease(id, nil)
   F.drop_lease(machine, id)
-  local now = NOW_S
-  redis.call('HSET', jk, 'recorded', F.fmt(token), 'state', 'succeeded', 'finished_at', now)
-  redis.call('HDEL', jk, 'machine', 'deadline', 'expiry', 'pct', 'msg')
-  redis.call('RPUSH', P .. 'finished', now .. ':' .. F.fmt(id))
+  redis.call('HSET', jk, 'recorded', F.fmt(token), 'state', 'succeeded', 'finished_at', NOW_S)
+  if progress then redis.call('HDEL', jk, 'pct', 'msg') end
+  F.finished_later(NOW_S .. ':' .. F.fmt(id))
   F.count('leased', -1)
   F.count('t_succeeded', 1)
   F.count('finished', 1)
@@ -210,11 +196,11 @@ function F.complete(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
   local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'machine')
+  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'machine', 'pct')
   if not f[1] then return F.err('unknown_job') end
   if f[2] and tonumber(f[2]) == token then return {'recorded', f[1]} end
   if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
-  if r.outcome == 'succeeded' then return F.succeed(id, jk, token, tonumber(f[4])) end
+  if r.outcome == 'succeeded' then return F.succeed(id, jk, token, tonumber(f[4]), f[5]) end
   redis.call('HSET', jk, 'recorded', F.fmt(token))
   F.end_lease(id)
   if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end

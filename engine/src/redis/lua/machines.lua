@@ -55,14 +55,14 @@ function F.register(r)
   return {'registered', id}
 end
 
--- The machine showed it is alive: push back its expiry.
-function F.touch(id)
+-- The machine showed it is alive: push back its expiry. `pid`, its profile, if known.
+function F.touch(id, pid)
   local mk = F.mkey(id)
   local expires = NOW + C.machine_ttl
-  redis.call('HSET', mk, 'last_seen', F.fmt(NOW), 'expires', F.fmt(expires))
+  redis.call('HSET', mk, 'last_seen', NOW_S, 'expires', F.fmt(expires))
   redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
-  redis.call('HSET', F.pkey(tonumber(redis.call('HGET', mk, 'profile'))), 'last_seen',
-    F.fmt(NOW))
+  pid = pid or tonumber(redis.call('HGET', mk, 'profile'))
+  redis.call('HSET', F.pkey(pid), 'last_seen', NOW_S)
 end
 
 -- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past
@@ -80,7 +80,7 @@ function F.renew(machine, job, token)
   end
   local deadline = NOW + C.lease_ttl
   local expiry = F.min(deadline, attempt_deadline)
-  redis.call('ZADD', P .. 'leases', expiry, F.pad(job))
+  F.index_lease(job, expiry)
   redis.call('HSET', jk, 'deadline', F.fmt(deadline), 'expiry', F.fmt(expiry))
   return deadline
 end
@@ -107,8 +107,8 @@ function F.retire(id, state)
   local mk = F.mkey(id)
   redis.call('ZREM', P .. 'mexp', F.pad(id))
   redis.call('HSET', mk, 'state', state)
-  local leases = F.leases_of(mk)
-  redis.call('HSET', mk, 'leases', '')
+  local leases = F.leases_of(id)
+  F.set_leases(id, {})
   local requeued, ended = 0, 0
   for _, job in ipairs(leases) do
     if F.revoke(job, 'abandoned').terminal then ended = ended + 1 else requeued = requeued + 1 end

@@ -1,4 +1,6 @@
--- Drover's store script. Every request is applied by ONE call of this script, so it is atomic.
+-- Drover's store, as ONE Redis Function library: every request is applied by one FCALL, so it
+-- is atomic. The library is loaded once per server (scripts.rs), and this file's top level runs
+-- at load time only: a call pays for its own work, not for defining the functions below.
 -- KEYS[1] = "{ns}:meta" (routes the call to the namespace's shard; every other key shares the
 -- "{ns}:" prefix, hence the hash slot). ARGV[1] = the engine config (JSON), ARGV[2] = the
 -- request (JSON; ids as decimal strings, so no digit is lost on the way in).
@@ -9,15 +11,28 @@
 -- breaks score ties by member bytes.
 -- Functions live in one table F: Lua 5.1 allows a function only 60 upvalues.
 local F = {}
-local P = string.sub(KEYS[1], 1, -5)
-local META = KEYS[1]
-local C = cjson.decode(ARGV[1])
+
+-- Per call (set by F.begin): the namespace's key prefix, its meta hash, the config, the store
+-- time, the machines woken.
+local P = ''
+local META = ''
+local C = nil
 local NOW = 0
 -- NOW as text, formatted once per call: most writes store it.
 local NOW_S = '0'
 local WAKES = {}
+
+-- Kept across calls, per namespace (F.begin): decoded classes and profiles and the fit verdicts
+-- between them. All three are immutable once written, so the only way a cached entry goes wrong
+-- is the namespace's data being wiped and rebuilt; `meta.epoch` changes then, and so does the
+-- cache.
+local CACHES = {}
+local MAX_CACHED_NAMESPACES = 64
 local CLASSES = {}
 local PROFILES = {}
+local ALLOWS = {}
+-- The last config text and its decoding: every caller sends the same one.
+local CONFIG_TEXT = nil
 
 function F.fmt(x) return string.format('%.0f', x) end
 function F.pad(x) return string.format('%020.0f', x) end
@@ -34,10 +49,19 @@ function F.meta(field)
   return tonumber(redis.call('HGET', META, field) or '0')
 end
 
--- Counter changes are gathered here and written once per call (F.flush_counts): a batch
--- changes the same few counters many times.
+-- Writes a batch repeats are gathered per call and made once (F.flush): counters, lease
+-- expiries, the finished list, machines' lease lists. Anything that reads those keys flushes
+-- first; dispatch.lua flushes before every request that is not on the hot path.
 local PENDING = {}
 local PENDING_ORDER = {}
+-- Lease expiry index: padded job id -> expiry, or false to remove; the last write wins.
+local LEASE_INDEX = {}
+local LEASE_INDEX_ANY = false
+local FINISHED = {}
+-- Machines' lease lists as read or written this call: id -> list of job ids; DIRTY names
+-- the ones to write back.
+local MLEASES = {}
+local MLEASES_DIRTY = {}
 
 function F.count(field, delta)
   if PENDING[field] == nil then
@@ -47,7 +71,7 @@ function F.count(field, delta)
   PENDING[field] = PENDING[field] + delta
 end
 
--- Writes the gathered counter changes; call before reading counters and at the end.
+-- Writes the gathered counter changes; call before reading counters.
 function F.flush_counts()
   for _, field in ipairs(PENDING_ORDER) do
     if PENDING[field] ~= 0 then redis.call('HINCRBY', META, field, PENDING[field]) end
@@ -56,22 +80,133 @@ function F.flush_counts()
   PENDING_ORDER = {}
 end
 
+-- `expiry` nil removes the job from the lease index.
+function F.index_lease(id, expiry)
+  LEASE_INDEX[F.pad(id)] = expiry or false
+  LEASE_INDEX_ANY = true
+end
+
+function F.finished_later(entry)
+  FINISHED[#FINISHED + 1] = entry
+end
+
+-- A machine's lease list, in MemStore's Vec order (swap_remove keeps that order meaningful).
+-- The table is this call's copy: a caller that edits it calls F.leases_changed.
+function F.leases_of(id)
+  local list = MLEASES[id]
+  if list then return list end
+  list = {}
+  for _, j in ipairs(F.split(redis.call('HGET', F.mkey(id), 'leases'), ',')) do
+    list[#list + 1] = tonumber(j)
+  end
+  MLEASES[id] = list
+  return list
+end
+
+function F.leases_changed(id)
+  MLEASES_DIRTY[id] = true
+end
+
+function F.set_leases(id, list)
+  MLEASES[id] = list
+  MLEASES_DIRTY[id] = true
+end
+
+-- Runs `cmd key args...` over `args` in as few calls as unpack allows (Lua's C stack takes a
+-- few thousand values); `step` keeps pairs together.
+function F.call_spread(cmd, key, args, step)
+  local chunk = 4000 - 4000 % step
+  for i = 1, #args, chunk do
+    redis.call(cmd, key, unpack(args, i, F.min(i + chunk - 1, #args)))
+  end
+end
+
+function F.flush_lease_index()
+  if not LEASE_INDEX_ANY then return end
+  local add, remove = {}, {}
+  for member, expiry in pairs(LEASE_INDEX) do
+    if expiry then
+      add[#add + 1] = expiry
+      add[#add + 1] = member
+    else
+      remove[#remove + 1] = member
+    end
+  end
+  F.call_spread('ZADD', P .. 'leases', add, 2)
+  F.call_spread('ZREM', P .. 'leases', remove, 1)
+  LEASE_INDEX = {}
+  LEASE_INDEX_ANY = false
+end
+
+function F.flush_machine_leases()
+  for id in pairs(MLEASES_DIRTY) do
+    local s = {}
+    for i, j in ipairs(MLEASES[id]) do s[i] = F.fmt(j) end
+    redis.call('HSET', F.mkey(id), 'leases', table.concat(s, ','))
+  end
+  MLEASES_DIRTY = {}
+end
+
+function F.flush()
+  F.flush_counts()
+  F.flush_lease_index()
+  F.call_spread('RPUSH', P .. 'finished', FINISHED, 1)
+  FINISHED = {}
+  F.flush_machine_leases()
+end
+
 -- The store clock: TIME, or the test clock when a test set one (production never does), and
 -- never earlier than the last time any script saw, so time cannot run backwards for the store
--- even when a failover moves it to a host whose clock is behind.
+-- even when a failover moves it to a host whose clock is behind. Also returns the namespace's
+-- epoch (see CACHES), creating it on the first call.
 function F.clock()
-  local t
-  local test = redis.call('GET', P .. 'test:clock')
-  if test then
-    t = tonumber(test)
-  else
+  local f = redis.call('HMGET', META, 'clock', 'test_clock', 'epoch')
+  local t = tonumber(f[2])
+  local real
+  if not t or not f[3] then
     local time = redis.call('TIME')
-    t = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    real = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    t = t or real
   end
-  local last = F.meta('clock')
-  if t < last then return last end
+  local epoch = f[3]
+  if not epoch then
+    epoch = F.fmt(real)
+    redis.call('HSET', META, 'epoch', epoch)
+  end
+  local last = tonumber(f[1]) or 0
+  if t < last then return last, epoch end
   if t > last then redis.call('HSET', META, 'clock', F.fmt(t)) end
-  return t
+  return t, epoch
+end
+
+-- Sets up one call: the namespace's prefix and caches, the config, the clock.
+function F.begin(keys, args)
+  META = keys[1]
+  P = string.sub(META, 1, -5)
+  if args[1] ~= CONFIG_TEXT then
+    C = cjson.decode(args[1])
+    CONFIG_TEXT = args[1]
+  end
+  WAKES = {}
+  local epoch
+  NOW, epoch = F.clock()
+  NOW_S = F.fmt(NOW)
+  local cache = CACHES[P]
+  if not cache or cache.epoch ~= epoch then
+    if not cache then
+      local n = 0
+      for _ in pairs(CACHES) do n = n + 1 end
+      if n >= MAX_CACHED_NAMESPACES then CACHES = {} end
+    end
+    cache = {epoch = epoch, classes = {}, profiles = {}, allows = {}}
+    CACHES[P] = cache
+  end
+  CLASSES, PROFILES, ALLOWS = cache.classes, cache.profiles, cache.allows
+  -- A call that raised an error left its pending writes here: they are dropped, as an EVAL's
+  -- would be.
+  PENDING, PENDING_ORDER, FINISHED = {}, {}, {}
+  LEASE_INDEX, LEASE_INDEX_ANY = {}, false
+  MLEASES, MLEASES_DIRTY = {}, {}
 end
 
 function F.err(code, a, b)

@@ -15,6 +15,8 @@ end
 
 -- The first member of zset `key` if its score is due (<= now), else nil.
 function F.first_due(key)
+  -- A revoke just before may have a lease index change pending.
+  F.flush()
   local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #head == 0 or tonumber(head[2]) > NOW then return nil end
   return tonumber(head[1])
@@ -65,6 +67,7 @@ function F.judge_unworkable(budget, report)
 end
 
 function F.purge_finished(budget, report)
+  F.flush()
   while budget > 0 do
     local head = redis.call('LINDEX', P .. 'finished', 0)
     if not head then break end
