@@ -183,6 +183,24 @@ impl Agent {
     }
 
     pub fn handle(&mut self, now: Time, input: Input) {
+        self.handle_all(now, [input]);
+    }
+
+    /// Inputs that arrived together, taken in before the agent decides what to send: outcomes
+    /// ready at the same moment then travel in one batch, not the first alone.
+    pub fn handle_all(&mut self, now: Time, inputs: impl IntoIterator<Item = Input>) {
+        if self.left {
+            return;
+        }
+        for input in inputs {
+            self.take_in(now, input);
+        }
+        self.drive(now);
+    }
+
+    /// `input`, without deciding yet what to send: the caller lets the jobs this starts run a
+    /// moment, then hands over what they did with `handle_all`, which decides once.
+    pub fn take_in(&mut self, now: Time, input: Input) {
         if self.left {
             return;
         }
@@ -214,7 +232,6 @@ impl Agent {
             }
             Input::Drain => self.draining = true,
         }
-        self.drive(now);
     }
 
     pub fn on_timeout(&mut self, now: Time) {

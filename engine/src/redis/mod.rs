@@ -8,7 +8,9 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, epoch, classes, profiles, machines, job counts, totals (`t_*`); test_clock |
-//! | `{ns}:j:<job>` | hash | a job (see lua/jobs.lua) |
+//! | `{ns}:j:<job>` | hash | a job's fields that seldom change (see lua/jobs.lua) |
+//! | `{ns}:run` | hash | job -> its run record: state, attempt, tokens, lease (see lua/run.lua) |
+//! | `{ns}:spec` | hash | job -> its spec as the client sent it |
 //! | `{ns}:jobs` | zset | every retained job by id (listings) |
 //! | `{ns}:idem` | hash | idempotency key -> job |
 //! | `{ns}:classkey` | hash | class key -> class id |

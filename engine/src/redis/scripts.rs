@@ -8,8 +8,9 @@
 use ::redis::{RedisError, Script};
 use std::sync::OnceLock;
 
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     include_str!("lua/prelude.lua"),
+    include_str!("lua/run.lua"),
     include_str!("lua/fit.lua"),
     include_str!("lua/jobs.lua"),
     include_str!("lua/machines.lua"),
@@ -41,7 +42,10 @@ pub fn library() -> &'static Library {
         let body = body();
         let hash = Script::new(&body).get_hash().to_string();
         let function = format!("drover_{}", &hash[..16]);
-        assert!(body.contains(PLACEHOLDER), "dispatch.lua registers {PLACEHOLDER}");
+        assert!(
+            body.contains(PLACEHOLDER),
+            "dispatch.lua registers {PLACEHOLDER}"
+        );
         Library {
             source: format!(
                 "#!lua name={function}\n{}",

@@ -25,6 +25,9 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 /// How the driver behaves beyond what the agent decides.
+/// At most this many yields to the runtime while outcomes keep arriving (`gather_finished`).
+const GATHER_YIELDS: usize = 8;
+
 #[derive(Clone, Debug)]
 pub struct DriverOptions {
     /// After a drain starts, running attempts get this long to finish; then they are stopped
@@ -152,10 +155,8 @@ impl<S: SharedStore> AgentDriver<S> {
                     shutdown_seen = true;
                     self.begin_drain();
                 }
-                Some((id, result)) = self.replies.1.recv() => self.on_store_reply(id, result),
-                Some((job, token, outcome)) = self.finished.1.recv() => {
-                    self.on_finished(job, token, outcome)
-                }
+                Some((id, result)) = self.replies.1.recv() => self.on_store_reply(id, result).await,
+                Some(first) = self.finished.1.recv() => self.gather_finished(vec![first]).await,
                 Some(report) = self.progress.1.recv() => self.on_progress(report),
                 Some(woken) = self.wakes.1.recv() => self.on_wake(woken),
                 _ = tokio::time::sleep_until(timer.into()) => {
@@ -203,11 +204,15 @@ impl<S: SharedStore> AgentDriver<S> {
         self.agent.handle(self.clock.now(), Input::Drain);
     }
 
-    fn on_store_reply(&mut self, id: u64, result: StoreReply) {
+    /// A reply: the jobs it grants start, and what they report at once travels with whatever
+    /// was waiting to be sent, in one batch.
+    async fn on_store_reply(&mut self, id: u64, result: StoreReply) {
         match result {
             Ok(result) => {
-                let input = Input::Reply { id, result };
-                self.agent.handle(self.clock.now(), input);
+                self.agent
+                    .take_in(self.clock.now(), Input::Reply { id, result });
+                self.perform_actions();
+                self.gather_finished(Vec::new()).await;
             }
             Err(e) => {
                 self.stats.store_errors += 1;
@@ -216,20 +221,39 @@ impl<S: SharedStore> AgentDriver<S> {
         }
     }
 
-    fn on_finished(&mut self, job: JobId, token: Token, outcome: Outcome) {
-        // A stopped attempt may have finished just before it was aborted; only the attempt we
-        // still run may report.
-        let Some(task) = self.tasks.get(&job).filter(|t| t.token == token) else {
-            return;
-        };
+    /// `finished` and every other outcome ready by now, handed to the agent together so that
+    /// they travel in one batch: short jobs started together finish together, and reporting the
+    /// first alone would split the rest into a round trip of their own, for good.
+    async fn gather_finished(&mut self, mut finished: Vec<(JobId, Token, Outcome)>) {
+        // Each yield lets the runtime run what is ready; stop once a yield brought nothing.
+        for _ in 0..GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            let before = finished.len();
+            while let Ok(next) = self.finished.1.try_recv() {
+                finished.push(next);
+            }
+            if finished.len() == before {
+                break;
+            }
+        }
+        let inputs: Vec<Input> = finished
+            .into_iter()
+            .filter_map(|(job, token, outcome)| self.attempt_ended(job, token, outcome))
+            .collect();
+        self.agent.handle_all(self.clock.now(), inputs);
+    }
+
+    /// The input an attempt's end makes, if it is the attempt this machine still runs (a
+    /// stopped attempt may have finished just before it was aborted).
+    fn attempt_ended(&mut self, job: JobId, token: Token, outcome: Outcome) -> Option<Input> {
+        let task = self.tasks.get(&job).filter(|t| t.token == token)?;
         tracing::info!(
             machine = %self.machine_name(), job = %job, attempt = task.attempt,
             outcome = outcome.label(), detail = ?outcome, "attempt finished"
         );
         *self.stats.finished.entry(outcome.label()).or_default() += 1;
         self.tasks.remove(&job);
-        self.agent
-            .handle(self.clock.now(), Input::JobFinished { job, outcome });
+        Some(Input::JobFinished { job, outcome })
     }
 
     fn on_wake(&mut self, woken: bool) {

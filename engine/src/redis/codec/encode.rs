@@ -202,18 +202,17 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
                 Outcome::Failed(Failure::DiskFull) => ("disk_full", 0),
                 Outcome::Failed(Failure::TimedOut) => ("timed_out", 0),
             };
-            let error = match outcome {
-                Outcome::Failed(failure) => format!("{failure:?}"),
-                Outcome::Succeeded => String::new(),
-            };
-            json!({
-                "op": "complete",
-                "job": id(job.0),
-                "token": id(token.0),
-                "outcome": kind,
-                "needed_gb": needed,
-                "error": error,
-            })
+            let mut m = Map::new();
+            m.insert("op".into(), "complete".into());
+            m.insert("job".into(), id(job.0));
+            m.insert("token".into(), id(token.0));
+            m.insert("outcome".into(), kind.into());
+            // The common outcome travels without the fields only a failure reads.
+            if let Outcome::Failed(failure) = outcome {
+                m.insert("needed_gb".into(), needed.into());
+                m.insert("error".into(), format!("{failure:?}").into());
+            }
+            Value::Object(m)
         }
         Request::Release { job, token } => {
             json!({"op": "release", "job": id(job.0), "token": id(token.0)})

@@ -87,45 +87,49 @@ function F.best_class(pid, offer, nonempty)
   return best[1], best[2], best[4], false
 end
 
-function F.grant(job)
-  local v = F.view(job)
-  local f = redis.call('HMGET', F.jkey(job), 'token', 'deadline')
-  -- {job, token, attempt, deadline, spec, class key}
-  return {job, f[1], v[3], f[2], v[11], v[12]}
+-- The specs of `jobs`, in one read.
+function F.specs(jobs)
+  local fields = {}
+  for i = 1, #jobs do fields[i] = F.fmtm(jobs[i]) end
+  return redis.call('HMGET', P .. 'spec', unpack(fields))
 end
 
--- Leases `job` (of class `cid`) to `machine`, appending it to `leases` (the machine's lease
--- list, written back once by the caller). Returns the grant.
-function F.lease(job, machine, cid, leases)
-  local jk = F.jkey(job)
-  local f = redis.call('HMGET', jk, 'attempt', 'token', 'timeout', 'spec')
-  local attempt = tonumber(f[1]) + 1
+-- A live lease's grant again (a repeated claim): {job, token, attempt, deadline, spec, class key}.
+function F.grant(job)
+  local rec = F.run(job)
+  local cid = tonumber(redis.call('HGET', F.jkey(job), 'class'))
+  return {job, rec.token, rec.attempt, rec.deadline, F.specs({job})[1], F.class(cid).key}
+end
+
+-- Leases `job` (of class `cid`, spec `spec`, queue member `member` or nil) to `machine`,
+-- appending it to `leases` (the machine's lease list, written back once by the caller). Returns
+-- the grant.
+function F.lease(job, machine, cid, leases, spec, member)
+  local rec = F.run(job)
   -- Tokens follow the store clock as well as counting up, so a lease granted after a restart
   -- that lost writes still outranks every lease granted before it.
-  local token = F.max(tonumber(f[2]) + 1, NOW)
+  local token = F.max(rec.token + 1, NOW)
   local deadline = NOW + C.lease_ttl
-  local attempt_deadline = NOW + tonumber(f[3])
-  local expiry = F.min(deadline, attempt_deadline)
-  local token_s, deadline_s, attempt_s = F.fmt(token), F.fmt(deadline), F.fmt(attempt)
-  redis.call('HSET', jk, 'state', 'leased', 'attempt', attempt_s, 'token', token_s,
-    'machine', F.fmt(machine), 'deadline', deadline_s,
-    'attempt_deadline', F.fmt(attempt_deadline), 'expiry', F.fmt(expiry),
-    'started_at', NOW_S)
-  F.index_lease(job, expiry)
+  local attempt_deadline = NOW + rec.timeout
+  rec.state, rec.attempt, rec.token = 'leased', rec.attempt + 1, token
+  rec.machine, rec.deadline = machine, deadline
+  rec.attempt_deadline, rec.started_at = attempt_deadline, NOW
+  F.run_changed(job)
+  F.index_lease(job, F.min(deadline, attempt_deadline), member)
   leases[#leases + 1] = job
   F.count('leased', 1)
-  -- {job, token, attempt, deadline, spec, class key}
-  return {job, token_s, attempt_s, deadline_s, f[4], F.class(cid).key}
+  return {job, rec.token, rec.attempt, rec.deadline, spec, F.class(cid).key}
 end
 
--- The answer to a claim seen before: its grants whose leases still stand.
+-- The answer to a claim seen before: its grants whose leases still stand. `granted`: job and
+-- token, in turn (F.encode_list).
 function F.repeat_claim(id, granted, idle)
   local out = {'claimed', tonumber(idle)}
-  for _, pair in ipairs(F.split(granted, ',')) do
-    local jt = F.split(pair, ':')
-    local job, token = tonumber(jt[1]), tonumber(jt[2])
-    local f = redis.call('HMGET', F.jkey(job), 'state', 'machine', 'token')
-    if f[1] == 'leased' and tonumber(f[2]) == id and tonumber(f[3]) == token then
+  local pairs_ = F.decode_list(granted)
+  for i = 1, #pairs_, 2 do
+    local job, token = pairs_[i], pairs_[i + 1]
+    local rec = F.run(job)
+    if rec and rec.state == 'leased' and rec.machine == id and rec.token == token then
       out[#out + 1] = F.grant(job)
     end
   end
@@ -134,6 +138,15 @@ end
 
 -- How many jobs of class `c` fit `offer` one after another, up to `max`.
 function F.fits_in_turn(c, offer, max)
+  if #c.models == 0 then
+    -- Nothing to download: each job takes the same share of GPUs and disk, so F.offer_after
+    -- in a loop comes to a division.
+    if c.gpus > 0 and c.mem > offer.mem then return 0 end
+    local n = max
+    if c.gpus > 0 then n = F.min(n, math.floor(offer.gpus / c.gpus)) end
+    if c.disk > 0 then n = F.min(n, math.floor(offer.disk / c.disk)) end
+    return n
+  end
   local n, left = 0, offer
   while n < max and F.offer_fits(c, left) do
     n = n + 1
@@ -142,20 +155,32 @@ function F.fits_in_turn(c, offer, max)
   return n
 end
 
--- Takes up to `n` heads of class `cid`'s queue in one step. Returns them and whether the queue
--- is now empty.
+-- The offer left after `n` jobs of class `c` that fit in turn (F.fits_in_turn).
+function F.offer_after_n(offer, c, n)
+  if #c.models == 0 then
+    return {gpus = offer.gpus - n * c.gpus, mem = offer.mem, disk = offer.disk - n * c.disk,
+      cached = offer.cached, set = offer.set}
+  end
+  local left = offer
+  for _ = 1, n do left = F.offer_after(left, c) end
+  return left
+end
+
+-- Takes up to `n` heads of class `cid`'s queue in one step. Returns their ids, their queue
+-- members (F.pad of the ids) and whether the queue is now empty.
 function F.take_heads(cid, n)
   local q = F.qkey(cid)
-  local heads = redis.call('ZRANGE', q, 0, n)
+  local heads = redis.call('ZRANGE', q, '0', F.fmt(n))
   local taken = F.min(n, #heads)
   assert(taken > 0, 'take_heads: the queue of a non-empty class is empty')
-  redis.call('ZREMRANGEBYRANK', q, 0, taken - 1)
+  redis.call('ZREMRANGEBYRANK', q, '0', F.fmt(taken - 1))
   F.count('queued', -taken)
   local emptied = #heads <= n
   if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
   local jobs = {}
   for i = 1, taken do jobs[i] = tonumber(heads[i]) end
-  return jobs, emptied
+  heads[taken + 1] = nil
+  return jobs, heads, emptied
 end
 
 function F.without(list, cid)
@@ -186,14 +211,15 @@ function F.claim(r)
   F.stop_waiting(id, promoted == 0 and {m[5], m[6]} or nil)
   local out, granted, idle = F.grant_best(id, pid, r.offer)
   if #granted > 0 then F.leases_changed(id) end
-  redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', table.concat(granted, ','),
+  redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', F.encode_list(granted),
     'lc_idle', idle and '1' or '0')
   if idle then F.start_waiting(id, idle) end
   return out
 end
 
 -- Leases machine `id` (of profile `pid`) the best jobs for offer `o`, best first. Returns the
--- reply, the grants as "job:token" and, if the machine is now idle, the offer it has left.
+-- reply, the grants as job, token, job, token... and, if the machine is now idle, the offer it
+-- has left.
 function F.grant_best(id, pid, o)
   local offer = F.offer(o.gpus, o.mem, o.disk, o.cached)
   local left = offer
@@ -201,12 +227,14 @@ function F.grant_best(id, pid, o)
   local granted = {}
   local leases = F.leases_of(id)
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  local function lease(job, cid)
-    local g = F.lease(job, id, cid, leases)
+  local function lease(job, cid, spec, member)
+    local g = F.lease(job, id, cid, leases, spec, member)
     out[#out + 1] = g
-    granted[#granted + 1] = F.fmt(job) .. ':' .. g[2]
+    granted[#granted + 1] = job
+    granted[#granted + 1] = g[2]
   end
-  while #granted < C.max_grants do
+  -- out holds 'claimed', the idle flag, then one grant each.
+  while #out - 2 < C.max_grants do
     local cid, job, alone, only = F.best_class(pid, left, nonempty)
     if not cid then
       -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
@@ -219,16 +247,17 @@ function F.grant_best(id, pid, o)
     if only then
       -- The only class that fits: its heads go in turn while they fit. No other class can
       -- start to fit as the offer shrinks, so one read takes them all.
-      local jobs, emptied = F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - #granted))
-      for _, j in ipairs(jobs) do
-        left = F.offer_after(left, c)
-        lease(j, cid)
-      end
+      local jobs, members, emptied =
+        F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - (#out - 2)))
+      F.runs_load(jobs)
+      local specs = F.specs(jobs)
+      left = F.offer_after_n(left, c, #jobs)
+      for i = 1, #jobs do lease(jobs[i], cid, specs[i], members[i]) end
       if emptied then nonempty = F.without(nonempty, cid) end
     else
       if F.unqueue(job, cid, alone) then nonempty = F.without(nonempty, cid) end
       left = F.offer_after(left, c)
-      lease(job, cid)
+      lease(job, cid, F.specs({job})[1])
     end
   end
   return out, granted, nil

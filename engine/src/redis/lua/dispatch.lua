@@ -16,6 +16,18 @@ local HOT = {
   release = true, progress = true, noop = true,
 }
 
+-- Reads, in one step, the run records a batch's requests will read one by one.
+function F.prefetch_runs(requests)
+  local ids = {}
+  for _, r in ipairs(requests) do
+    if r.job then ids[#ids + 1] = tonumber(r.job) end
+    if r.op == 'heartbeat' then
+      for _, lease in ipairs(r.leases) do ids[#ids + 1] = tonumber(lease[1]) end
+    end
+  end
+  F.runs_load(ids)
+end
+
 local function apply(r)
   local op = OPS[r.op]
   if not op then return F.err('bad_request', tostring(r.op)) end
@@ -30,6 +42,7 @@ redis.register_function('DROVER_FUNCTION', function(keys, args)
   local request = cjson.decode(args[2])
   local reply
   if request.op == 'batch' then
+    F.prefetch_runs(request.requests)
     reply = {'batch'}
     for _, r in ipairs(request.requests) do reply[#reply + 1] = apply(r) end
   else

@@ -1,8 +1,7 @@
 -- Jobs: submit, cancel, read, record outcomes, and the transitions they share (mem/jobs.rs).
--- A job is a hash j:<id>: spec (the JSON the client sent), class, state, attempt, token (the
--- newest issued), recorded (the token whose outcome was recorded last), priority,
--- max_attempts, timeout, key, submitted_at, started_at, finished_at, error, pct, msg, and while
--- leased: machine, deadline, attempt_deadline, expiry; while delayed: until.
+-- A job is its run record (run.lua: state, attempt, tokens, lease), its spec (the JSON the
+-- client sent) in the hash {ns}:spec, and a hash j:<id> of what seldom changes: class,
+-- priority, max_attempts, key, submitted_at, error, pct, msg.
 
 -- The class of requirements `r` (a Submit's class fields), interned on first sight.
 function F.class_of(r)
@@ -36,11 +35,12 @@ function F.submit(r)
   local id = redis.call('HINCRBY', META, 'next_job', 1)
   if r.key then redis.call('HSET', P .. 'idem', r.key, F.fmt(id)) end
   local jk = F.jkey(id)
-  redis.call('HSET', jk, 'spec', r.spec, 'class', F.fmt(cid), 'attempt', '0', 'token', '0',
-    'priority', F.fmt(r.priority), 'max_attempts', F.fmt(r.max_attempts),
-    'timeout', F.fmt(r.timeout), 'submitted_at', F.fmt(NOW))
+  redis.call('HSET', jk, 'class', F.fmt(cid), 'priority', F.fmt(r.priority),
+    'max_attempts', F.fmt(r.max_attempts), 'submitted_at', NOW_S)
   if r.key then redis.call('HSET', jk, 'key', r.key) end
-  redis.call('ZADD', P .. 'jobs', id, F.pad(id))
+  redis.call('HSET', P .. 'spec', F.fmt(id), r.spec)
+  F.run_new(id, r.timeout)
+  redis.call('ZADD', P .. 'jobs', F.fmt(id), F.pad(id))
   F.count('t_submitted', 1)
   F.enqueue(id, r.priority, cid)
   return {'submitted', id, 1}
@@ -49,13 +49,13 @@ end
 -- Puts a job at its place in its class queue (priority, then id) and wakes one idle machine.
 -- `priority` and `cid` when the caller knows them already.
 function F.enqueue(id, priority, cid)
-  local jk = F.jkey(id)
   if not cid then
-    local f = redis.call('HMGET', jk, 'priority', 'class')
+    local f = redis.call('HMGET', F.jkey(id), 'priority', 'class')
     priority, cid = tonumber(f[1]), tonumber(f[2])
   end
-  redis.call('HSET', jk, 'state', 'queued')
-  redis.call('ZADD', F.qkey(cid), 100 - priority, F.pad(id))
+  F.run(id).state = 'queued'
+  F.run_changed(id)
+  redis.call('ZADD', F.qkey(cid), F.fmt(100 - priority), F.pad(id))
   redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
   F.count('queued', 1)
   F.wake_one_for(cid)
@@ -80,10 +80,11 @@ end
 -- last id takes the removed one's place.
 function F.drop_lease(machine, id)
   local list = F.leases_of(machine)
-  for i, j in ipairs(list) do
-    if j == id then
-      list[i] = list[#list]
-      list[#list] = nil
+  local n = #list
+  for i = 1, n do
+    if list[i] == id then
+      list[i] = list[n]
+      list[n] = nil
       F.leases_changed(machine)
       return
     end
@@ -93,7 +94,7 @@ end
 -- Removes a job's live lease from every index; the caller decides what comes next. The job
 -- keeps its lease fields (machine, deadline, expiry): nothing reads them unless it is leased.
 function F.end_lease(id)
-  local machine = tonumber(redis.call('HGET', F.jkey(id), 'machine'))
+  local machine = F.run(id).machine
   F.index_lease(id, nil)
   F.drop_lease(machine, id)
   F.count('leased', -1)
@@ -103,17 +104,18 @@ function F.settle(id, next)
   if next.terminal then return F.finish(id, next.terminal) end
   F.count('t_retries', 1)
   if next.delay == 0 then return F.enqueue(id) end
-  local until_ = NOW + next.delay
-  redis.call('HSET', F.jkey(id), 'state', 'delayed', 'until', F.fmt(until_))
-  redis.call('ZADD', P .. 'delayed', until_, F.pad(id))
+  F.run(id).state = 'delayed'
+  F.run_changed(id)
+  redis.call('ZADD', P .. 'delayed', NOW + next.delay, F.pad(id))
   F.count('delayed', 1)
 end
 
 -- The lease (if any) was already ended by the caller.
 function F.finish(id, state)
-  local jk = F.jkey(id)
-  redis.call('HSET', jk, 'state', state, 'finished_at', NOW_S)
-  redis.call('HDEL', jk, 'pct', 'msg')
+  local rec = F.run(id)
+  rec.state, rec.finished_at = state, NOW
+  F.run_changed(id)
+  F.clear_progress(id, rec)
   F.count('t_' .. state, 1)
   F.finished_later(NOW_S .. ':' .. F.fmt(id))
   F.count('finished', 1)
@@ -121,18 +123,18 @@ end
 
 -- Ends a leased job's attempt from the store's side (expiry, machine lost, over time).
 function F.revoke(id, ending)
-  local f = redis.call('HMGET', F.jkey(id), 'attempt', 'max_attempts')
   F.end_lease(id)
   F.count('t_revoked', 1)
-  local next = F.after_attempt(id, tonumber(f[1]), tonumber(f[2]), ending)
+  local next = F.after_attempt(id, F.run(id).attempt, F.max_attempts(id), ending)
   F.settle(id, next)
   return next
 end
 
 function F.cancel(r)
   local id = tonumber(r.job)
-  local state = redis.call('HGET', F.jkey(id), 'state')
-  if not state then return F.err('unknown_job') end
+  local rec = F.run(id)
+  if not rec then return F.err('unknown_job') end
+  local state = rec.state
   if state == 'queued' then
     F.unqueue(id)
   elseif state == 'delayed' then
@@ -151,18 +153,20 @@ end
 
 -- A job as the API shows it; Rust rebuilds the spec's requirements from the class key.
 function F.view(id)
-  local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'attempt', 'machine', 'submitted_at',
-    'started_at', 'finished_at', 'error', 'pct', 'msg', 'spec', 'class')
-  local key = F.class(tonumber(f[11])).key
+  local rec = F.run(id)
+  local f = redis.call('HMGET', F.jkey(id), 'submitted_at', 'error', 'pct', 'msg', 'class')
+  local spec = redis.call('HGET', P .. 'spec', F.fmt(id))
+  local key = F.class(tonumber(f[5])).key
   -- A job that is not leased keeps its last lease's machine; it is not shown.
-  local machine = f[1] == 'leased' and f[3]
-  return {id, f[1], f[2], machine, f[4], f[5], f[6], f[7], f[8], f[9], f[10], key}
+  local leased = rec.state == 'leased'
+  return {id, rec.state, rec.attempt, leased and rec.machine, f[1],
+    F.time_or_false(rec.started_at), F.time_or_false(rec.finished_at), f[2], f[3], f[4], spec,
+    key}
 end
 
 function F.get(r)
   local id = tonumber(r.job)
-  if redis.call('EXISTS', F.jkey(id)) == 0 then return F.err('unknown_job') end
+  if not F.run(id) then return F.err('unknown_job') end
   return {'job', F.view(id)}
 end
 
@@ -178,48 +182,66 @@ function F.raise_gpu_mem(id, needed)
   if cid then redis.call('HSET', jk, 'class', F.fmt(cid)) end
 end
 
+function F.max_attempts(id)
+  return tonumber(redis.call('HGET', F.jkey(id), 'max_attempts'))
+end
+
+-- Progress belongs to an attempt: a finished job shows none.
+function F.clear_progress(id, rec)
+  if rec.progress ~= 1 then return end
+  redis.call('HDEL', F.jkey(id), 'pct', 'msg')
+  rec.progress = 0
+end
+
 -- The common case of `complete`, in as few calls as it takes: end the lease and finish the job
--- `succeeded` (end_lease then finish, merged). `progress`: whether the job reported any.
-function F.succeed(id, jk, token, machine, progress)
+-- `succeeded` (end_lease then finish, merged).
+function F.succeed(id, rec, token)
+  local machine = rec.machine
   F.index_lease(id, nil)
   F.drop_lease(machine, id)
-  redis.call('HSET', jk, 'recorded', F.fmt(token), 'state', 'succeeded', 'finished_at', NOW_S)
-  if progress then redis.call('HDEL', jk, 'pct', 'msg') end
-  F.finished_later(NOW_S .. ':' .. F.fmt(id))
+  rec.recorded, rec.state, rec.finished_at = token, 'succeeded', NOW
+  F.run_changed(id)
+  F.clear_progress(id, rec)
+  F.finished_later(NOW_S .. ':' .. F.fmtm(id))
   F.count('leased', -1)
   F.count('t_succeeded', 1)
   F.count('finished', 1)
   return {'recorded', 'succeeded'}
 end
 
+-- The record of a live lease `token` on job `id`; or nil and the reply that ends the request
+-- (an unknown job, a stale token), or nil alone for a repeat of the recorded outcome.
+function F.live_lease(id, token)
+  local rec = F.run(id)
+  if not rec then return nil, F.err('unknown_job') end
+  if rec.recorded ~= 0 and rec.recorded == token then return nil end
+  if rec.state ~= 'leased' or rec.token ~= token then return nil, F.err('stale') end
+  return rec
+end
+
 function F.complete(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
-  local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'machine', 'pct')
-  if not f[1] then return F.err('unknown_job') end
-  if f[2] and tonumber(f[2]) == token then return {'recorded', f[1]} end
-  if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
-  if r.outcome == 'succeeded' then return F.succeed(id, jk, token, tonumber(f[4]), f[5]) end
-  redis.call('HSET', jk, 'recorded', F.fmt(token))
+  local rec, refusal = F.live_lease(id, token)
+  if not rec then return refusal or {'recorded', F.run(id).state} end
+  if r.outcome == 'succeeded' then return F.succeed(id, rec, token) end
+  rec.recorded = token
+  F.run_changed(id)
   F.end_lease(id)
   if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
-  redis.call('HSET', jk, 'error', r.error)
-  local a = redis.call('HMGET', jk, 'attempt', 'max_attempts')
-  F.settle(id, F.after_attempt(id, tonumber(a[1]), tonumber(a[2]), r.outcome))
-  return {'recorded', redis.call('HGET', jk, 'state')}
+  redis.call('HSET', F.jkey(id), 'error', r.error)
+  F.settle(id, F.after_attempt(id, rec.attempt, F.max_attempts(id), r.outcome))
+  return {'recorded', rec.state}
 end
 
 function F.release(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
-  local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'recorded', 'token', 'attempt')
-  if not f[1] then return F.err('unknown_job') end
-  if f[2] and tonumber(f[2]) == token then return {'released'} end
-  if f[1] ~= 'leased' or tonumber(f[3]) ~= token then return F.err('stale') end
+  local rec, refusal = F.live_lease(id, token)
+  if not rec then return refusal or {'released'} end
   -- A released attempt did not fail: it is not charged.
-  redis.call('HSET', jk, 'recorded', F.fmt(token), 'attempt', F.fmt(tonumber(f[4]) - 1))
+  rec.recorded, rec.attempt = token, rec.attempt - 1
+  F.run_changed(id)
   F.end_lease(id)
   F.enqueue(id)
   return {'released'}
@@ -227,10 +249,13 @@ end
 
 function F.progress(r)
   local id = tonumber(r.job)
-  local jk = F.jkey(id)
-  local f = redis.call('HMGET', jk, 'state', 'token')
-  if not f[1] then return F.err('unknown_job') end
-  if f[1] ~= 'leased' or tonumber(f[2]) ~= tonumber(r.token) then return F.err('stale') end
-  redis.call('HSET', jk, 'pct', F.fmt(r.percent), 'msg', r.message)
+  local rec = F.run(id)
+  if not rec then return F.err('unknown_job') end
+  if rec.state ~= 'leased' or rec.token ~= tonumber(r.token) then
+    return F.err('stale')
+  end
+  redis.call('HSET', F.jkey(id), 'pct', F.fmt(r.percent), 'msg', r.message)
+  rec.progress = 1
+  F.run_changed(id)
   return {'progress'}
 end

@@ -60,7 +60,7 @@ function F.touch(id, pid)
   local mk = F.mkey(id)
   local expires = NOW + C.machine_ttl
   redis.call('HSET', mk, 'last_seen', NOW_S, 'expires', F.fmt(expires))
-  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
+  redis.call('ZADD', P .. 'mexp', F.fmt(expires), F.pad(id))
   pid = pid or tonumber(redis.call('HGET', mk, 'profile'))
   redis.call('HSET', F.pkey(pid), 'last_seen', NOW_S)
 end
@@ -68,20 +68,19 @@ end
 -- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past
 -- its job's timeout is ended here, as the reaper would.
 function F.renew(machine, job, token)
-  local jk = F.jkey(job)
-  local f = redis.call('HMGET', jk, 'state', 'machine', 'token', 'attempt_deadline')
-  if f[1] ~= 'leased' or tonumber(f[2]) ~= machine or tonumber(f[3]) ~= token then
+  local rec = F.run(job)
+  if not rec or rec.state ~= 'leased' or rec.machine ~= machine or rec.token ~= token then
     return 0
   end
-  local attempt_deadline = tonumber(f[4])
+  local attempt_deadline = rec.attempt_deadline
   if NOW >= attempt_deadline then
     F.revoke(job, 'overtime')
     return 0
   end
   local deadline = NOW + C.lease_ttl
-  local expiry = F.min(deadline, attempt_deadline)
-  F.index_lease(job, expiry)
-  redis.call('HSET', jk, 'deadline', F.fmt(deadline), 'expiry', F.fmt(expiry))
+  F.index_lease(job, F.min(deadline, attempt_deadline))
+  rec.deadline = deadline
+  F.run_changed(job)
   return deadline
 end
 

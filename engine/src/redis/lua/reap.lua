@@ -79,6 +79,8 @@ function F.purge_finished(budget, report)
     local key = redis.call('HGET', jk, 'key')
     if key then redis.call('HDEL', P .. 'idem', key) end
     redis.call('DEL', jk)
+    redis.call('HDEL', P .. 'spec', F.fmt(job))
+    F.run_forget(job)
     redis.call('ZREM', P .. 'jobs', F.pad(job))
     F.count('finished', -1)
     report.purged = report.purged + 1
@@ -105,7 +107,7 @@ function F.reap(r)
   while budget > 0 do
     local job = F.first_due(P .. 'leases')
     if not job then break end
-    local ad = tonumber(redis.call('HGET', F.jkey(job), 'attempt_deadline'))
+    local ad = F.run(job).attempt_deadline
     local next = F.revoke(job, NOW >= ad and 'overtime' or 'abandoned')
     if not next.terminal then
       report.requeued = report.requeued + 1

@@ -11,9 +11,11 @@ function F.list_jobs(r)
     local ids = redis.call('ZRANGEBYSCORE', P .. 'jobs', from, '+inf', 'LIMIT', offset, 256)
     if #ids == 0 then break end
     offset = offset + #ids
-    for _, m in ipairs(ids) do
-      local job = tonumber(m)
-      if not r.state or redis.call('HGET', F.jkey(job), 'state') == r.state then
+    local jobs = {}
+    for i, m in ipairs(ids) do jobs[i] = tonumber(m) end
+    F.runs_load(jobs)
+    for _, job in ipairs(jobs) do
+      if not r.state or F.run(job).state == r.state then
         out[#out + 1] = F.view(job)
         if #out - 1 >= limit then break end
       end
@@ -25,7 +27,7 @@ end
 function F.machine_view(id)
   local f = redis.call('HMGET', F.mkey(id), 'name', 'pool', 'state', 'gpus', 'gpu_model',
     'mem', 'cost', 'leases', 'wait_seq', 'registered_at', 'last_seen')
-  local leases = #F.split(f[8], ',')
+  local leases = #F.decode_list(f[8])
   return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], leases, f[9] and 1 or 0, f[10], f[11]}
 end
 
