@@ -205,14 +205,19 @@ function F.claim(r)
     if seq < last then return {'claimed', 0} end
   end
   local pid = tonumber(m[6])
-  F.touch(id, pid)
+  -- The machine's own writes go in one HSET at the end.
+  local fields = F.mark_alive(id, pid)
   -- A promoted job may have woken this very machine: then its wait fields are read afresh.
   local promoted = F.promote_due(C.reap_batch)
   F.stop_waiting(id, promoted == 0 and {m[5], m[6]} or nil)
   local out, granted, idle = F.grant_best(id, pid, r.offer)
   if #granted > 0 then F.leases_changed(id) end
-  redis.call('HSET', mk, 'lc_seq', F.fmt(seq), 'lc_grants', F.encode_list(granted),
-    'lc_idle', idle and '1' or '0')
+  local n = #fields
+  fields[n + 1], fields[n + 2] = 'lc_seq', F.fmt(seq)
+  fields[n + 3], fields[n + 4] = 'lc_grants', F.encode_list(granted)
+  fields[n + 5], fields[n + 6] = 'lc_idle', idle and '1' or '0'
+  F.take_leases_write(id, fields)
+  redis.call('HSET', mk, unpack(fields))
   if idle then F.start_waiting(id, idle) end
   return out
 end

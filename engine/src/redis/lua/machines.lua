@@ -55,14 +55,20 @@ function F.register(r)
   return {'registered', id}
 end
 
--- The machine showed it is alive: push back its expiry. `pid`, its profile, if known.
-function F.touch(id, pid)
+-- The machine showed it is alive: push back its expiry.
+function F.touch(id)
   local mk = F.mkey(id)
-  local expires = NOW + C.machine_ttl
-  redis.call('HSET', mk, 'last_seen', NOW_S, 'expires', F.fmt(expires))
-  redis.call('ZADD', P .. 'mexp', F.fmt(expires), F.pad(id))
-  pid = pid or tonumber(redis.call('HGET', mk, 'profile'))
+  local pid = tonumber(redis.call('HGET', mk, 'profile'))
+  redis.call('HSET', mk, unpack(F.mark_alive(id, pid)))
+end
+
+-- F.touch but for the machine's own fields, which it returns ({field, value, ...}) for the
+-- caller to write with its own.
+function F.mark_alive(id, pid)
+  local expires = F.fmt(NOW + C.machine_ttl)
+  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
   redis.call('HSET', F.pkey(pid), 'last_seen', NOW_S)
+  return {'last_seen', NOW_S, 'expires', expires}
 end
 
 -- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past

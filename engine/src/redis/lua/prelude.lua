@@ -160,6 +160,14 @@ function F.flush_lease_index()
   LEASE_INDEX_ANY = false
 end
 
+-- Moves machine `id`'s pending lease list write into `fields` (a caller's HSET arguments).
+function F.take_leases_write(id, fields)
+  if not MLEASES_DIRTY[id] then return end
+  fields[#fields + 1] = 'leases'
+  fields[#fields + 1] = F.encode_list(MLEASES[id])
+  MLEASES_DIRTY[id] = nil
+end
+
 function F.flush_machine_leases()
   for id in pairs(MLEASES_DIRTY) do
     redis.call('HSET', F.mkey(id), 'leases', F.encode_list(MLEASES[id]))
