@@ -68,6 +68,7 @@ pub async fn run(args: Args) -> Result<()> {
         "claim_p50_ms": drover.claim_p50_ms,
         "claim_p99_ms": drover.claim_p99_ms,
         "claim_round_trips": drover.claims,
+        "redis_cpu_us_per_job": drover.redis_cpu_us_per_job,
     });
     if let Some(name) = &args.peer {
         if name != "bullmq" {
@@ -93,6 +94,21 @@ struct DroverResult {
     claim_p50_ms: f64,
     claim_p99_ms: f64,
     claims: u64,
+    redis_cpu_us_per_job: f64,
+}
+
+/// CPU seconds the Redis server has used (user and system), from `INFO cpu`: the resource
+/// this flow is bound by, and one a busy shared machine does not distort as it does wall time.
+fn redis_cpu_seconds(url: &str) -> Result<f64> {
+    let mut con = redis::Client::open(url)?.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut con)?;
+    let field = |name: &str| -> Result<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
 async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
@@ -103,6 +119,7 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
         .context("connecting")?;
     let store = Timed::new(store);
     let submit_per_sec = submit_all(&store, args.jobs).await?;
+    let cpu_before = redis_cpu_seconds(url)?;
     let started = Instant::now();
     let config = Arc::new(config);
     for a in 0..args.agents {
@@ -129,6 +146,7 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
     }
     wait_all_succeeded(&store, args.jobs).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let redis_cpu = redis_cpu_seconds(url)? - cpu_before;
     let claims = store.claims();
     Ok(DroverResult {
         jobs_per_sec: args.jobs as f64 / seconds,
@@ -136,6 +154,7 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
         claim_p50_ms: claims.value_at_quantile(0.5) as f64 / 1000.0,
         claim_p99_ms: claims.value_at_quantile(0.99) as f64 / 1000.0,
         claims: claims.len(),
+        redis_cpu_us_per_job: redis_cpu * 1e6 / args.jobs as f64,
     })
 }
 

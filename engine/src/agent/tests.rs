@@ -232,3 +232,36 @@ fn a_full_disk_evicts_models_then_drains() {
     }
     assert_eq!(agent.next_timeout(), None);
 }
+
+#[test]
+fn outcomes_handed_over_together_travel_in_one_batch() {
+    let config = Arc::new(config());
+    let mut store = MemStore::new((*config).clone());
+    let t0 = Time(0);
+    let jobs: Vec<JobId> = (0..8).map(|_| submit(&mut store, t0, 1)).collect();
+    let mut agent = Agent::new(config.clone(), spec(4), ModelSet::EMPTY, 1, t0);
+    let first = started(&pump(&mut agent, &mut store, t0, true));
+    assert_eq!(first, jobs[..4], "four GPUs, four jobs");
+    let finished = first.iter().map(|&job| Input::JobFinished {
+        job,
+        outcome: Outcome::Succeeded,
+    });
+    agent.handle_all(Time(5), finished);
+    let Some(Action::Send { request, .. }) = agent.poll_action() else {
+        panic!("one request after the outcomes")
+    };
+    let Request::Batch(batch) = request else {
+        panic!("outcomes and a claim in one batch: {request:?}")
+    };
+    let completes = batch
+        .iter()
+        .filter(|r| matches!(r, Request::Complete { .. }))
+        .count();
+    assert_eq!(completes, 4, "every outcome in the one batch: {batch:?}");
+    let offered = batch.iter().find_map(|r| match r {
+        Request::Claim { offer, .. } => Some(offer.free_gpus),
+        _ => None,
+    });
+    assert_eq!(offered, Some(4), "the claim offers every freed GPU");
+    assert!(agent.poll_action().is_none(), "nothing sent on its own");
+}

@@ -112,6 +112,9 @@ impl RedisStore {
                 config: Arc::new(config),
             }),
         };
+        // A PING first: an unauthenticated client gets NOAUTH for it, where the library's
+        // large payload would only get a protocol error.
+        store.query(::redis::cmd("PING")).await?;
         // Loads the library now, so a server that cannot run it fails here, not on a request.
         store.load_library().await.map_err(|e| {
             StoreError::Connection(format!(

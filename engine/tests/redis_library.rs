@@ -1,0 +1,104 @@
+//! The store's Redis Function library: loaded again when a server has lost it, and its caches
+//! of classes never outliving the namespace's data.
+
+use drover_engine::core::{EngineConfig, JobSpec, MachineSpec, Offer, Requirements};
+use drover_engine::redis::RedisStore;
+use drover_engine::runtime::SharedStore;
+use drover_engine::store::{Reply, Request};
+use drover_engine::testing::redis::RedisServer;
+use std::sync::Arc;
+
+fn machine(gpus: u32) -> MachineSpec {
+    MachineSpec {
+        name: "m".into(),
+        pool: "p".into(),
+        gpus,
+        gpu_model: "A100".into(),
+        gpu_mem_gb: 80,
+        disk_gb: 100,
+        labels: Default::default(),
+        cost_per_hour: 1.0,
+    }
+}
+
+async fn submit(store: &RedisStore, gpus: u32) {
+    let spec = JobSpec::new(
+        "sleep",
+        Arc::new(Requirements {
+            gpus,
+            ..Default::default()
+        }),
+    );
+    match store.apply(Request::Submit(Box::new(spec))).await {
+        Ok(Ok(Reply::Submitted { .. })) => {}
+        other => panic!("submit: {other:?}"),
+    }
+}
+
+/// The GPUs each job granted to a fresh machine with `gpus` GPUs asks for.
+async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
+    let Ok(Ok(Reply::Registered { machine })) = store
+        .apply(Request::Register(Box::new(machine(gpus))))
+        .await
+    else {
+        panic!("register")
+    };
+    let offer = Offer {
+        free_gpus: gpus,
+        gpu_mem_gb: 80,
+        free_disk_gb: 100,
+        cached: Default::default(),
+    };
+    let claim = Request::Claim {
+        machine,
+        seq: 1,
+        offer,
+    };
+    match store.apply(claim).await {
+        Ok(Ok(Reply::Claimed { grants, .. })) => {
+            grants.iter().map(|g| g.spec.requirements.gpus).collect()
+        }
+        other => panic!("claim: {other:?}"),
+    }
+}
+
+fn raw(server: &RedisServer, args: &[&str]) {
+    let mut con = redis::Client::open(server.url.as_str())
+        .expect("url")
+        .get_connection()
+        .expect("connection");
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(&mut con).expect("command");
+}
+
+#[tokio::test]
+async fn a_server_that_lost_the_library_gets_it_again() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "lib", EngineConfig::default())
+        .await
+        .expect("connect");
+    submit(&store, 1).await;
+    raw(&server, &["FUNCTION", "FLUSH"]);
+    submit(&store, 1).await;
+    assert_eq!(claim_gpus(&store, 8).await, vec![1, 1]);
+}
+
+#[tokio::test]
+async fn a_wiped_namespace_does_not_meet_the_classes_it_had() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "wipe", EngineConfig::default())
+        .await
+        .expect("connect");
+    // Class 0 is "4 GPUs", and the library remembers it.
+    submit(&store, 4).await;
+    assert_eq!(claim_gpus(&store, 8).await, vec![4]);
+    // The data goes (the library stays); class 0 is now "1 GPU". A stale cache would still
+    // think it takes 4 and grant a 2-GPU machine nothing.
+    raw(&server, &["FLUSHALL"]);
+    submit(&store, 1).await;
+    submit(&store, 1).await;
+    assert_eq!(claim_gpus(&store, 2).await, vec![1, 1]);
+}
