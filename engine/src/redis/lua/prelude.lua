@@ -1,8 +1,8 @@
 -- Drover's store, as ONE Redis Function library: every request is applied by one FCALL, so it
 -- is atomic. The library is loaded once per server (scripts.rs), and this file's top level runs
 -- at load time only: a call pays for its own work, not for defining the functions below.
--- KEYS[1] = "{ns}:meta" (routes the call to the namespace's shard; every other key shares the
--- "{ns}:" prefix, hence the hash slot). ARGV[1] = the engine config (JSON), ARGV[2] = the
+-- keys[1] = "{ns}:meta" (routes the call to the namespace's shard; every other key shares the
+-- "{ns}:" prefix, hence the hash slot). args[1] = the engine config (JSON), args[2] = the
 -- request (JSON; ids as decimal strings, so no digit is lost on the way in).
 --
 -- Numbers: Lua has only doubles. Ids, tokens and times (~1.7e15 us) are exact below 2^53, but
@@ -38,7 +38,8 @@ local CONFIG_TEXT = nil
 
 function F.fmt(x) return string.format('%d', x) end
 
--- F.fmt, remembered for this call: for numbers that repeat (times that follow NOW, a machine).
+-- F.fmt, remembered for this call: for numbers a call formats again and again (job ids, times
+-- that follow NOW).
 local FMT = {}
 function F.fmtm(x)
   local s = FMT[x]
