@@ -1,35 +1,15 @@
 //! The store's Redis Function library: loaded again when a server has lost it, and its caches
 //! of classes never outliving the namespace's data.
 
-use drover_engine::core::{EngineConfig, JobSpec, MachineSpec, Offer, Requirements};
+use drover_engine::core::EngineConfig;
 use drover_engine::redis::RedisStore;
 use drover_engine::runtime::SharedStore;
+use drover_engine::store::conformance::{job, machine, offer};
 use drover_engine::store::{Reply, Request};
 use drover_engine::testing::redis::RedisServer;
-use std::sync::Arc;
-
-fn machine(gpus: u32) -> MachineSpec {
-    MachineSpec {
-        name: "m".into(),
-        pool: "p".into(),
-        gpus,
-        gpu_model: "A100".into(),
-        gpu_mem_gb: 80,
-        disk_gb: 100,
-        labels: Default::default(),
-        cost_per_hour: 1.0,
-    }
-}
 
 async fn submit(store: &RedisStore, gpus: u32) {
-    let spec = JobSpec::new(
-        "sleep",
-        Arc::new(Requirements {
-            gpus,
-            ..Default::default()
-        }),
-    );
-    match store.apply(Request::Submit(Box::new(spec))).await {
+    match store.apply(Request::Submit(Box::new(job(gpus, 0)))).await {
         Ok(Ok(Reply::Submitted { .. })) => {}
         other => panic!("submit: {other:?}"),
     }
@@ -38,21 +18,15 @@ async fn submit(store: &RedisStore, gpus: u32) {
 /// The GPUs each job granted to a fresh machine with `gpus` GPUs asks for.
 async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
     let Ok(Ok(Reply::Registered { machine })) = store
-        .apply(Request::Register(Box::new(machine(gpus))))
+        .apply(Request::Register(Box::new(machine("m", gpus, 80))))
         .await
     else {
         panic!("register")
     };
-    let offer = Offer {
-        free_gpus: gpus,
-        gpu_mem_gb: 80,
-        free_disk_gb: 100,
-        cached: Default::default(),
-    };
     let claim = Request::Claim {
         machine,
         seq: 1,
-        offer,
+        offer: offer(gpus, 80),
     };
     match store.apply(claim).await {
         Ok(Ok(Reply::Claimed { grants, .. })) => {
