@@ -1,7 +1,8 @@
 -- The machine registry (mem/machines.rs). A machine is a hash m:<id>: name, pool, gpus,
 -- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job ids
--- in MemStore's order), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its last claim);
--- wait_seq/wait_offer while idle. mname maps names to ids; mexp orders machines by expiry.
+-- in MemStore's order, F.encode_list), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its
+-- last claim; lc_grants is job, token, job, token... as F.encode_list); wait_seq/wait_offer
+-- while idle. mname maps names to ids; mexp orders machines by expiry.
 
 function F.profile_of(r)
   local existing = redis.call('HGET', P .. 'profkey', r.profile_key)
