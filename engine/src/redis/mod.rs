@@ -18,7 +18,8 @@
 //! | `{ns}:c:<class>:q` | zset | its queue: score 100 - priority, member zero-padded job id |
 //! | `{ns}:c:<class>:allows` | hash | profile -> 1 never fits / 2 fits when free |
 //! | `{ns}:nonempty` | zset | classes with queued jobs |
-//! | `{ns}:delayed`, `{ns}:leases` | zset | retries by release time; leases by expiry |
+//! | `{ns}:delayed` | zset | retries by release time |
+//! | `{ns}:lexp` | zset | machines with leases, by their earliest lease expiry |
 //! | `{ns}:finished` | list | `finished_at:job`, oldest first (purging) |
 //! | `{ns}:profkey`, `{ns}:p:<profile>` | hash | machine profiles, interned |
 //! | `{ns}:mname`, `{ns}:m:<machine>` | hash | machines by name; a machine |

@@ -101,10 +101,9 @@ function F.grant(job)
   return {job, rec.token, rec.attempt, rec.deadline, F.specs({job})[1], F.class(cid).key}
 end
 
--- Leases `job` (of class `cid`, spec `spec`, queue member `member` or nil) to `machine`,
--- appending it to `leases` (the machine's lease list, written back once by the caller). Returns
--- the grant.
-function F.lease(job, machine, cid, leases, spec, member)
+-- Leases `job` (of class `cid`, spec `spec`) to `machine`, appending it to `leases` (the
+-- machine's lease list, written back once by the caller). Returns the grant.
+function F.lease(job, machine, cid, leases, spec)
   local rec = F.run(job)
   -- Tokens follow the store clock as well as counting up, so a lease granted after a restart
   -- that lost writes still outranks every lease granted before it.
@@ -115,8 +114,8 @@ function F.lease(job, machine, cid, leases, spec, member)
   rec.machine, rec.deadline = machine, deadline
   rec.attempt_deadline, rec.started_at = attempt_deadline, NOW
   F.run_changed(job)
-  F.index_lease(job, F.min(deadline, attempt_deadline), member)
-  leases[#leases + 1] = job
+  local n = #leases
+  leases[n + 1], leases[n + 2] = job, F.min(deadline, attempt_deadline)
   F.count('leased', 1)
   return {job, rec.token, rec.attempt, rec.deadline, spec, F.class(cid).key}
 end
@@ -166,8 +165,8 @@ function F.offer_after_n(offer, c, n)
   return left
 end
 
--- Takes up to `n` heads of class `cid`'s queue in one step. Returns their ids, their queue
--- members (F.pad of the ids) and whether the queue is now empty.
+-- Takes up to `n` heads of class `cid`'s queue in one step. Returns their ids and whether the
+-- queue is now empty.
 function F.take_heads(cid, n)
   local q = F.qkey(cid)
   local heads = redis.call('ZRANGE', q, '0', F.fmt(n))
@@ -179,8 +178,7 @@ function F.take_heads(cid, n)
   if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
   local jobs = {}
   for i = 1, taken do jobs[i] = tonumber(heads[i]) end
-  heads[taken + 1] = nil
-  return jobs, heads, emptied
+  return jobs, emptied
 end
 
 function F.without(list, cid)
@@ -232,8 +230,8 @@ function F.grant_best(id, pid, o)
   local granted = {}
   local leases = F.leases_of(id)
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  local function lease(job, cid, spec, member)
-    local g = F.lease(job, id, cid, leases, spec, member)
+  local function lease(job, cid, spec)
+    local g = F.lease(job, id, cid, leases, spec)
     out[#out + 1] = g
     granted[#granted + 1] = job
     granted[#granted + 1] = g[2]
@@ -252,12 +250,12 @@ function F.grant_best(id, pid, o)
     if only then
       -- The only class that fits: its heads go in turn while they fit. No other class can
       -- start to fit as the offer shrinks, so one read takes them all.
-      local jobs, members, emptied =
+      local jobs, emptied =
         F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - (#out - 2)))
       F.runs_load(jobs)
       local specs = F.specs(jobs)
       left = F.offer_after_n(left, c, #jobs)
-      for i = 1, #jobs do lease(jobs[i], cid, specs[i], members[i]) end
+      for i = 1, #jobs do lease(jobs[i], cid, specs[i]) end
       if emptied then nonempty = F.without(nonempty, cid) end
     else
       if F.unqueue(job, cid, alone) then nonempty = F.without(nonempty, cid) end

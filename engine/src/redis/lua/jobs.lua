@@ -77,14 +77,14 @@ function F.unqueue(id, cid, alone)
 end
 
 -- Takes `id` out of machine `machine`'s lease list, as MemStore's swap_remove does it: the
--- last id takes the removed one's place.
+-- last lease takes the removed one's place.
 function F.drop_lease(machine, id)
   local list = F.leases_of(machine)
   local n = #list
-  for i = 1, n do
+  for i = 1, n, 2 do
     if list[i] == id then
-      list[i] = list[n]
-      list[n] = nil
+      list[i], list[i + 1] = list[n - 1], list[n]
+      list[n - 1], list[n] = nil, nil
       F.leases_changed(machine)
       return
     end
@@ -94,9 +94,7 @@ end
 -- Removes a job's live lease from every index; the caller decides what comes next. The job
 -- keeps its lease fields (machine, deadline, expiry): nothing reads them unless it is leased.
 function F.end_lease(id)
-  local machine = F.run(id).machine
-  F.index_lease(id, nil)
-  F.drop_lease(machine, id)
+  F.drop_lease(F.run(id).machine, id)
   F.count('leased', -1)
 end
 
@@ -196,9 +194,7 @@ end
 -- The common case of `complete`, in as few calls as it takes: end the lease and finish the job
 -- `succeeded` (end_lease then finish, merged).
 function F.succeed(id, rec, token)
-  local machine = rec.machine
-  F.index_lease(id, nil)
-  F.drop_lease(machine, id)
+  F.drop_lease(rec.machine, id)
   rec.recorded, rec.state, rec.finished_at = token, 'succeeded', NOW
   F.run_changed(id)
   F.clear_progress(id, rec)

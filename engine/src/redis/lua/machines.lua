@@ -1,6 +1,6 @@
 -- The machine registry (mem/machines.rs). A machine is a hash m:<id>: name, pool, gpus,
--- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job ids
--- in MemStore's order, F.encode_list), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its
+-- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job,
+-- expiry pairs in MemStore's order, F.encode_list; see F.leases_of), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its
 -- last claim; lc_grants is job, token, job, token... as F.encode_list); wait_seq/wait_offer
 -- while idle. mname maps names to ids; mexp orders machines by expiry.
 
@@ -73,8 +73,8 @@ function F.mark_alive(id, pid)
 end
 
 -- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past
--- its job's timeout is ended here, as the reaper would.
-function F.renew(machine, job, token)
+-- its job's timeout is ended here, as the reaper would. `at`: F.lease_positions(machine).
+function F.renew(machine, job, token, at)
   local rec = F.run(job)
   if not rec or rec.state ~= 'leased' or rec.machine ~= machine or rec.token ~= token then
     return 0
@@ -85,7 +85,8 @@ function F.renew(machine, job, token)
     return 0
   end
   local deadline = NOW + C.lease_ttl
-  F.index_lease(job, F.min(deadline, attempt_deadline))
+  F.leases_of(machine)[at[job] + 1] = F.min(deadline, attempt_deadline)
+  F.leases_changed(machine)
   rec.deadline = deadline
   F.run_changed(job)
   return deadline
@@ -100,8 +101,12 @@ function F.heartbeat(r)
   end
   F.touch(id)
   local statuses = {}
+  local at = F.lease_positions(id)
   for i, lease in ipairs(r.leases) do
-    statuses[i] = F.renew(id, tonumber(lease[1]), tonumber(lease[2]))
+    local deadline = F.renew(id, tonumber(lease[1]), tonumber(lease[2]), at)
+    -- 0 may mean a revoke, which moved the last lease into the revoked one's place.
+    if deadline == 0 then at = F.lease_positions(id) end
+    statuses[i] = deadline
   end
   return {'heartbeat', statuses}
 end
@@ -116,8 +121,12 @@ function F.retire(id, state)
   local leases = F.leases_of(id)
   F.set_leases(id, {})
   local requeued, ended = 0, 0
-  for _, job in ipairs(leases) do
-    if F.revoke(job, 'abandoned').terminal then ended = ended + 1 else requeued = requeued + 1 end
+  for i = 1, #leases, 2 do
+    if F.revoke(leases[i], 'abandoned').terminal then
+      ended = ended + 1
+    else
+      requeued = requeued + 1
+    end
   end
   return requeued, ended
 end

@@ -63,19 +63,19 @@ function F.meta(field)
   return tonumber(redis.call('HGET', META, field) or '0')
 end
 
--- Writes a batch repeats are gathered per call and made once (F.flush): counters, lease
--- expiries, the finished list, machines' lease lists. Anything that reads those keys flushes
--- first; dispatch.lua flushes before every request that is not on the hot path.
+-- Writes a batch repeats are gathered per call and made once (F.flush): counters, the finished
+-- list, machines' lease lists and their place in the lease expiry index. Anything that reads
+-- those keys flushes first; dispatch.lua flushes before every request that is not on the hot
+-- path.
 local PENDING = {}
 local PENDING_ORDER = {}
--- Lease expiry index: padded job id -> expiry, or false to remove; the last write wins.
-local LEASE_INDEX = {}
-local LEASE_INDEX_ANY = false
 local FINISHED = {}
--- Machines' lease lists as read or written this call: id -> list of job ids; DIRTY names
--- the ones to write back.
+-- Machines' lease lists as read or written this call: id -> {job, expiry, job, expiry, ...}.
+-- DIRTY names the lists to write back, EXPIRY_DIRTY the machines whose earliest expiry (their
+-- score in {ns}:lexp) to write again.
 local MLEASES = {}
 local MLEASES_DIRTY = {}
+local EXPIRY_DIRTY = {}
 
 function F.count(field, delta)
   if PENDING[field] == nil then
@@ -94,12 +94,6 @@ function F.flush_counts()
   PENDING_ORDER = {}
 end
 
--- `expiry` nil removes the job from the lease index. `member`: F.pad(id), if the caller has it.
-function F.index_lease(id, expiry, member)
-  LEASE_INDEX[member or F.pad(id)] = expiry or false
-  LEASE_INDEX_ANY = true
-end
-
 function F.finished_later(entry)
   FINISHED[#FINISHED + 1] = entry
 end
@@ -116,8 +110,10 @@ function F.encode_list(list)
   return cmsgpack.pack(list)
 end
 
--- A machine's lease list, in MemStore's Vec order (swap_remove keeps that order meaningful).
--- The table is this call's copy: a caller that edits it calls F.leases_changed.
+-- A machine's leases as job, expiry pairs, in MemStore's Vec order (swap_remove keeps that order
+-- meaningful). The table is this call's copy: a caller that edits it calls F.leases_changed.
+-- Holding each lease's expiry here lets the machine, not the job, be the unit of the expiry
+-- index: a claim or a batch of outcomes then moves one index entry, not one per job.
 function F.leases_of(id)
   local list = MLEASES[id]
   if list then return list end
@@ -128,11 +124,28 @@ end
 
 function F.leases_changed(id)
   MLEASES_DIRTY[id] = true
+  EXPIRY_DIRTY[id] = true
 end
 
 function F.set_leases(id, list)
   MLEASES[id] = list
-  MLEASES_DIRTY[id] = true
+  F.leases_changed(id)
+end
+
+-- Where each of machine `id`'s leases stands in its list: job -> index of the job.
+function F.lease_positions(id)
+  local list, at = F.leases_of(id), {}
+  for i = 1, #list, 2 do at[list[i]] = i end
+  return at
+end
+
+-- The earliest expiry in a lease list, or nil for an empty one.
+function F.earliest_expiry(list)
+  local min = list[2]
+  for i = 4, #list, 2 do
+    if list[i] < min then min = list[i] end
+  end
+  return min
 end
 
 -- Runs `cmd key args...` over `args` in as few calls as unpack allows (Lua's C stack takes a
@@ -144,21 +157,21 @@ function F.call_spread(cmd, key, args, step)
   end
 end
 
+-- {ns}:lexp orders machines by their earliest lease expiry (F.first_expired_lease).
 function F.flush_lease_index()
-  if not LEASE_INDEX_ANY then return end
   local add, remove = {}, {}
-  for member, expiry in pairs(LEASE_INDEX) do
-    if expiry then
-      add[#add + 1] = F.fmtm(expiry)
-      add[#add + 1] = member
+  for id in pairs(EXPIRY_DIRTY) do
+    local min = F.earliest_expiry(MLEASES[id])
+    if min then
+      add[#add + 1] = F.fmtm(min)
+      add[#add + 1] = F.pad(id)
     else
-      remove[#remove + 1] = member
+      remove[#remove + 1] = F.pad(id)
     end
   end
-  F.call_spread('ZADD', P .. 'leases', add, 2)
-  F.call_spread('ZREM', P .. 'leases', remove, 1)
-  LEASE_INDEX = {}
-  LEASE_INDEX_ANY = false
+  F.call_spread('ZADD', P .. 'lexp', add, 2)
+  F.call_spread('ZREM', P .. 'lexp', remove, 1)
+  EXPIRY_DIRTY = {}
 end
 
 -- Moves machine `id`'s pending lease list write into `fields` (a caller's HSET arguments).
@@ -235,8 +248,7 @@ function F.begin(keys, args)
   -- A call that raised an error left its pending writes here: they are dropped, as an EVAL's
   -- would be.
   PENDING, PENDING_ORDER, FINISHED = {}, {}, {}
-  LEASE_INDEX, LEASE_INDEX_ANY = {}, false
-  MLEASES, MLEASES_DIRTY = {}, {}
+  MLEASES, MLEASES_DIRTY, EXPIRY_DIRTY = {}, {}, {}
   FMT = {}
   F.runs_reset()
 end

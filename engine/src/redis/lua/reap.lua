@@ -22,6 +22,26 @@ function F.first_due(key)
   return tonumber(head[1])
 end
 
+-- The live lease that expired first (earliest expiry, then lowest job id, as MemStore orders
+-- them), or nil if none has expired. {ns}:lexp holds each machine's earliest expiry, so the
+-- first machine holds it, unless machines tie on that expiry: then each is asked.
+function F.first_expired_lease()
+  F.flush()
+  local head = redis.call('ZRANGE', P .. 'lexp', 0, 0, 'WITHSCORES')
+  if #head == 0 or tonumber(head[2]) > NOW then return nil end
+  local expiry = tonumber(head[2])
+  local tied = redis.call('ZRANGEBYSCORE', P .. 'lexp', head[2], head[2])
+  local first
+  for _, m in ipairs(tied) do
+    local list = F.leases_of(tonumber(m))
+    for i = 1, #list, 2 do
+      if list[i + 1] == expiry and (first == nil or list[i] < first) then first = list[i] end
+    end
+  end
+  assert(first, 'first_expired_lease: lexp names a machine without that expiry')
+  return first
+end
+
 function F.judge_unworkable(budget, report)
   local since = NOW - C.unworkable_after
   if since < 0 then return budget end
@@ -105,7 +125,7 @@ function F.reap(r)
     budget = F.max(budget - (1 + requeued + ended), 0)
   end
   while budget > 0 do
-    local job = F.first_due(P .. 'leases')
+    local job = F.first_expired_lease()
     if not job then break end
     local ad = F.run(job).attempt_deadline
     local next = F.revoke(job, NOW >= ad and 'overtime' or 'abandoned')

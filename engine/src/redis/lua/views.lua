@@ -27,7 +27,7 @@ end
 function F.machine_view(id)
   local f = redis.call('HMGET', F.mkey(id), 'name', 'pool', 'state', 'gpus', 'gpu_model',
     'mem', 'cost', 'leases', 'wait_seq', 'registered_at', 'last_seen')
-  local leases = #F.decode_list(f[8])
+  local leases = #F.decode_list(f[8]) / 2
   return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], leases, f[9] and 1 or 0, f[10], f[11]}
 end
 
