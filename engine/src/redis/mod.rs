@@ -146,7 +146,7 @@ impl RedisStore {
             .arg(1)
             .arg(&self.inner.meta_key)
             .arg(&self.inner.wire_config)
-            .arg(&wire.json);
+            .arg(&wire.bytes);
         let value = match self.query_raw(&call).await {
             // A restarted server without persistence, or a node new to the cluster.
             Err(e) if scripts::is_missing(&e) => {
@@ -156,7 +156,7 @@ impl RedisStore {
             other => other,
         }
         .map_err(store_error)?;
-        codec::decode(&value, &request, &wire.early)
+        codec::decode(&codec::unpack(&value)?, &request, &wire.early)
     }
 
     /// `FUNCTION LOAD REPLACE`: idempotent, so racing engines of one version do no harm (a

@@ -1,6 +1,7 @@
 //! A request as the script's JSON. What can be judged without the store's data (a job's or a
 //! machine's validity, a batch's size) is judged here, as MemStore judges it first too.
 
+use super::msgpack::pack;
 use crate::core::class::validate_spec;
 use crate::core::model::MAX_PROGRESS_MESSAGE_BYTES;
 use crate::core::{EngineConfig, Failure, ModelSet, Outcome, Requirements};
@@ -8,11 +9,11 @@ use crate::store::mem::check_machine_spec;
 use crate::store::{Refusal, Request};
 use serde_json::{json, Map, Value};
 
-/// A request ready to send: its JSON, and for a batch the refusals judged here, by position
-/// (those positions carry a no-op).
+/// A request ready to send: its packed form (super::msgpack), and for a batch the refusals
+/// judged here, by position (those positions carry a no-op).
 #[derive(Debug)]
 pub struct Wire {
-    pub json: String,
+    pub bytes: Vec<u8>,
     pub early: Vec<Option<Refusal>>,
 }
 
@@ -65,18 +66,27 @@ pub fn encode(request: &Request, config: &EngineConfig) -> Result<Wire, Refusal>
                     }
                 }
             }
-            let json = json!({"op": "batch", "requests": items}).to_string();
-            Ok(Wire { json, early })
+            let bytes = pack(&json!({"op": "batch", "requests": items}));
+            Ok(Wire { bytes, early })
         }
         other => Ok(Wire {
-            json: one(other, config)?.to_string(),
+            bytes: pack(&one(other, config)?),
             early: Vec::new(),
         }),
     }
 }
 
+/// The largest integer every smaller one of which a double holds exactly.
+const EXACT_IN_LUA: u64 = 1 << 53;
+
+/// An id, token or sequence number: a number while Lua's doubles hold it exactly, else its
+/// digits (the script's `tonumber` takes both).
 fn id(n: u64) -> Value {
-    Value::String(n.to_string())
+    if n <= EXACT_IN_LUA {
+        Value::from(n)
+    } else {
+        Value::String(n.to_string())
+    }
 }
 
 fn models(set: ModelSet) -> Vec<u8> {

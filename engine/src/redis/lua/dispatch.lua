@@ -1,5 +1,5 @@
 -- One request (or one batch, each of its requests applied in order at one store time).
--- Returns {reply, woken machine ids}.
+-- Returns {reply, woken machine ids}, packed (codec/msgpack.rs).
 
 local OPS = {
   submit = F.submit, cancel = F.cancel, get = F.get, register = F.register,
@@ -39,7 +39,7 @@ end
 -- share a server.
 redis.register_function('DROVER_FUNCTION', function(keys, args)
   F.begin(keys, args)
-  local request = cjson.decode(args[2])
+  local request = cmsgpack.unpack(args[2])
   local reply
   if request.op == 'batch' then
     F.prefetch_runs(request.requests)
@@ -49,5 +49,6 @@ redis.register_function('DROVER_FUNCTION', function(keys, args)
     reply = apply(request)
   end
   F.flush()
-  return {reply, WAKES}
+  -- Packed here, in C: Redis's own conversion probes every nested table for err, ok, map...
+  return cmsgpack.pack({reply, WAKES})
 end)

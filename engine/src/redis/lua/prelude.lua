@@ -3,7 +3,7 @@
 -- at load time only: a call pays for its own work, not for defining the functions below.
 -- keys[1] = "{ns}:meta" (routes the call to the namespace's shard; every other key shares the
 -- "{ns}:" prefix, hence the hash slot). args[1] = the engine config (JSON), args[2] = the
--- request (JSON; ids as decimal strings, so no digit is lost on the way in).
+-- request (MessagePack; ids as numbers, or as decimal strings beyond 2^53).
 --
 -- Numbers: Lua has only doubles. Ids, tokens and times (~1.7e15 us) are exact below 2^53, but
 -- tostring() loses digits, so every number that becomes a string goes through F.fmt ('%d':

@@ -4,7 +4,9 @@ function F.list_jobs(r)
   local limit = F.min(r.limit, C.max_list)
   local out = {'jobs'}
   if limit == 0 then return out end
-  local from = r.after and ('(' .. r.after) or '-inf'
+  -- `after` is a number, or the digits of one beyond 2^53 (codec/encode.rs).
+  local after = type(r.after) == 'number' and F.fmt(r.after) or r.after
+  local from = after and ('(' .. after) or '-inf'
   local offset = 0
   -- A scan in id order: listings are for people and dashboards, not the hot path.
   while #out - 1 < limit do
