@@ -33,6 +33,13 @@ pub struct Args {
     peer: Option<String>,
     #[arg(long)]
     json: bool,
+    /// A shell command run after the jobs are submitted and before the agents start (e.g. to
+    /// switch a profiler's instrumentation on: benches/callgrind-e2e.sh).
+    #[arg(long)]
+    before_run: Option<String>,
+    /// How often to poll the store for completion, in ms (a profiled server counts each poll).
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
 }
 
 /// Completes at once: the bench measures the scheduler, not the work.
@@ -119,6 +126,16 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
         .context("connecting")?;
     let store = Timed::new(store);
     let submit_per_sec = submit_all(&store, args.jobs).await?;
+    if let Some(command) = &args.before_run {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .with_context(|| format!("--before-run {command:?}"))?;
+        if !status.success() {
+            bail!("--before-run {command:?} failed: {status}");
+        }
+    }
     let cpu_before = redis_cpu_seconds(url)?;
     let started = Instant::now();
     let config = Arc::new(config);
@@ -144,7 +161,7 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
         );
         tokio::spawn(driver.run(std::future::pending()));
     }
-    wait_all_succeeded(&store, args.jobs).await?;
+    wait_all_succeeded(&store, args.jobs, Duration::from_millis(args.poll_ms)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let redis_cpu = redis_cpu_seconds(url)? - cpu_before;
     let claims = store.claims();
@@ -188,7 +205,7 @@ async fn submit_all<S: SharedStore>(store: &S, jobs: u64) -> Result<f64> {
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn wait_all_succeeded<S: SharedStore>(store: &S, jobs: u64) -> Result<()> {
+async fn wait_all_succeeded<S: SharedStore>(store: &S, jobs: u64, poll: Duration) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Ok(Ok(Reply::Stats(stats))) = store.apply(Request::Stats).await {
@@ -202,6 +219,6 @@ async fn wait_all_succeeded<S: SharedStore>(store: &S, jobs: u64) -> Result<()> 
         if Instant::now() > deadline {
             bail!("not every job succeeded within 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll).await;
     }
 }

@@ -156,7 +156,7 @@ impl RedisStore {
             other => other,
         }
         .map_err(store_error)?;
-        codec::decode(&codec::unpack(&value)?, &request, &wire.early)
+        codec::decode(&codec::unpack(&value)?, &request, &wire)
     }
 
     /// `FUNCTION LOAD REPLACE`: idempotent, so racing engines of one version do no harm (a

@@ -897,6 +897,39 @@ pub fn cases() -> Vec<Case> {
                     },
                 ])
             }),
+        Case::new("successes in a batch: live, repeated, stale, unknown, between failures")
+            .register("a", 4, 24)
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .claim(0, 1, offer(4, 24))
+            .step(|ctx| {
+                let success = |(job, token)| Request::Complete {
+                    job,
+                    token,
+                    outcome: Outcome::Succeeded,
+                };
+                let (job, token) = ctx.lease(2);
+                Request::Batch(vec![
+                    success(ctx.lease(0)),
+                    success(ctx.lease(0)),
+                    success((job, Token(token.0 + 1))),
+                    success((JobId(424_242), Token(1))),
+                    success(ctx.lease(99)),
+                    Request::Complete {
+                        job: ctx.lease(1).0,
+                        token: ctx.lease(1).1,
+                        outcome: error(true),
+                    },
+                    success(ctx.lease(2)),
+                    success(ctx.lease(1)),
+                    success(ctx.lease(3)),
+                    Request::Stats,
+                ])
+            })
+            .get(0)
+            .get(2),
         Case::new("progress is fenced, truncated and kept")
             .register("a", 1, 24)
             .submit(job(1, 8))

@@ -2,7 +2,7 @@
 //! script could not hold exactly in a double is echoed exactly); a reply of an unexpected shape
 //! is a `StoreError::Decode`, never a panic.
 
-use super::encode::requirements_from_key;
+use super::encode::{requirements_from_key, Entry, Wire};
 use crate::core::model::{JobView, Progress};
 use crate::core::{JobId, JobSpec, MachineId, StateName, Time, Token};
 use crate::runtime::StoreError;
@@ -12,7 +12,7 @@ use crate::store::request::{
 use crate::store::{Refusal, Reply, Request};
 use ::redis::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 fn bad(what: impl std::fmt::Display) -> StoreError {
     StoreError::Decode(what.to_string())
@@ -366,12 +366,47 @@ fn reply(value: &Value, request: &Request) -> Result<Result<Reply, Refusal>, Sto
     Ok(Ok(reply))
 }
 
-/// Decodes `{reply, woken machines}` for `request`; `early` holds the refusals judged before
+/// The replies of a batch's entries as one reply per request: a `succeed_all` entry
+/// (`Entry::Successes`) answers 1 for each success it recorded, else that complete's reply.
+fn ungroup<'a>(replies: &'a [Value], entries: &[Entry]) -> Result<Vec<&'a Value>, StoreError> {
+    static RECORDED_SUCCEEDED: LazyLock<Value> = LazyLock::new(|| {
+        Value::Array(vec![
+            Value::BulkString(b"recorded".to_vec()),
+            Value::BulkString(b"succeeded".to_vec()),
+        ])
+    });
+    if entries.len() != replies.len() {
+        return Err(bad(format!(
+            "{} replies to a batch of {} entries",
+            replies.len(),
+            entries.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(replies.len());
+    for (entry, reply) in entries.iter().zip(replies) {
+        match entry {
+            Entry::Request => out.push(reply),
+            Entry::Successes(n) => {
+                let items = Fields::of(reply)?.rest();
+                if items.len() != *n {
+                    return Err(bad(format!("{} replies to {n} successes", items.len())));
+                }
+                out.extend(items.iter().map(|item| match item {
+                    Value::Int(1) => &*RECORDED_SUCCEEDED,
+                    other => other,
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes `{reply, woken machines}` for `request`; `wire.early` holds the refusals judged before
 /// sending (by batch position).
 pub fn decode(
     value: &Value,
     request: &Request,
-    early: &[Option<Refusal>],
+    wire: &Wire,
 ) -> Result<(Result<Reply, Refusal>, Vec<MachineId>), StoreError> {
     let mut top = Fields::of(value)?;
     let body = top.value()?;
@@ -389,7 +424,7 @@ pub fn decode(
             if f.str()? != "batch" {
                 return Err(bad("a batch answered without a batch reply"));
             }
-            let replies = f.rest();
+            let replies = ungroup(f.rest(), &wire.entries)?;
             if replies.len() != requests.len() {
                 return Err(bad(format!(
                     "{} replies to a batch of {}",
@@ -401,7 +436,7 @@ pub fn decode(
                 .iter()
                 .zip(replies)
                 .enumerate()
-                .map(|(i, (r, v))| match early.get(i).cloned().flatten() {
+                .map(|(i, (r, v))| match wire.early.get(i).cloned().flatten() {
                     Some(refusal) => Ok(Err(refusal)),
                     None => reply(v, r),
                 })

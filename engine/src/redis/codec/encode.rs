@@ -9,12 +9,26 @@ use crate::store::mem::check_machine_spec;
 use crate::store::{Refusal, Request};
 use serde_json::{json, Map, Value};
 
-/// A request ready to send: its packed form (super::msgpack), and for a batch the refusals
-/// judged here, by position (those positions carry a no-op).
+/// A request ready to send: its packed form (super::msgpack), for a batch the refusals judged
+/// here, by position (those positions carry a no-op), and what each entry the script sees
+/// stands for.
 #[derive(Debug)]
 pub struct Wire {
     pub bytes: Vec<u8>,
     pub early: Vec<Option<Refusal>>,
+    /// A batch's entries, in order; empty for a single request.
+    pub entries: Vec<Entry>,
+}
+
+/// What one entry of a batch on the wire stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// One request.
+    Request,
+    /// This many consecutive successful completes, sent as one `succeed_all` entry (job, token,
+    /// job, token...): most of a busy agent's batch, and the script then neither builds a
+    /// table nor dispatches per job. Its reply holds one item per complete.
+    Successes(usize),
 }
 
 /// The engine config as the script reads it: durations in microseconds, the catalog as sizes.
@@ -53,25 +67,49 @@ pub fn encode(request: &Request, config: &EngineConfig) -> Result<Wire, Refusal>
         Request::Batch(requests) => {
             crate::store::request::check_batch(requests, &config.limits)?;
             let mut early = Vec::with_capacity(requests.len());
-            let mut items = Vec::with_capacity(requests.len());
+            let mut items: Vec<Value> = Vec::with_capacity(requests.len());
+            let mut entries: Vec<Entry> = Vec::with_capacity(requests.len());
             for r in requests {
-                match one(r, config) {
-                    Ok(value) => {
-                        items.push(value);
-                        early.push(None);
+                early.push(None);
+                if let Request::Complete {
+                    job,
+                    token,
+                    outcome: Outcome::Succeeded,
+                } = r
+                {
+                    if let (Some(Entry::Successes(n)), Some(item)) =
+                        (entries.last_mut(), items.last_mut())
+                    {
+                        *n += 1;
+                        if let Some(Value::Array(leases)) = item.get_mut("leases") {
+                            leases.extend([id(job.0), id(token.0)]);
+                        }
+                        continue;
                     }
+                    items.push(json!({"op": "succeed_all", "leases": [id(job.0), id(token.0)]}));
+                    entries.push(Entry::Successes(1));
+                    continue;
+                }
+                match one(r, config) {
+                    Ok(value) => items.push(value),
                     Err(refusal) => {
                         items.push(json!({"op": "noop"}));
-                        early.push(Some(refusal));
+                        *early.last_mut().expect("pushed above") = Some(refusal);
                     }
                 }
+                entries.push(Entry::Request);
             }
             let bytes = pack(&json!({"op": "batch", "requests": items}));
-            Ok(Wire { bytes, early })
+            Ok(Wire {
+                bytes,
+                early,
+                entries,
+            })
         }
         other => Ok(Wire {
             bytes: pack(&one(other, config)?),
             early: Vec::new(),
+            entries: Vec::new(),
         }),
     }
 }

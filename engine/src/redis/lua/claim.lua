@@ -101,23 +101,12 @@ function F.grant(job)
   return {job, rec.token, rec.attempt, rec.deadline, F.specs({job})[1], F.class(cid).key}
 end
 
--- Leases `job` (of class `cid`, spec `spec`) to `machine`, appending it to `leases` (the
--- machine's lease list, written back once by the caller). Returns the grant.
-function F.lease(job, machine, cid, leases, spec)
-  local rec = F.run(job)
-  -- Tokens follow the store clock as well as counting up, so a lease granted after a restart
-  -- that lost writes still outranks every lease granted before it.
-  local token = F.max(rec.token + 1, NOW)
-  local deadline = NOW + C.lease_ttl
-  local attempt_deadline = NOW + rec.timeout
-  rec.state, rec.attempt, rec.token = 'leased', rec.attempt + 1, token
-  rec.machine, rec.deadline = machine, deadline
-  rec.attempt_deadline, rec.started_at = attempt_deadline, NOW
-  F.run_changed(job)
-  local n = #leases
-  leases[n + 1], leases[n + 2] = job, F.min(deadline, attempt_deadline)
-  F.count('leased', 1)
-  return {job, rec.token, rec.attempt, rec.deadline, spec, F.class(cid).key}
+-- Leases `job` (spec `spec`, of the class whose key is `key`) to `machine`. Returns the grant.
+-- The caller counts the leases.
+function F.lease(job, machine, key, spec)
+  local token, attempt, deadline, expiry = F.lease_run(job, machine)
+  F.add_lease(machine, job, expiry)
+  return {job, token, attempt, deadline, spec, key}
 end
 
 -- The answer to a claim seen before: its grants whose leases still stand. `granted`: job and
@@ -209,7 +198,6 @@ function F.claim(r)
   local promoted = F.promote_due(C.reap_batch)
   F.stop_waiting(id, promoted == 0 and {m[5], m[6]} or nil)
   local out, granted, idle = F.grant_best(id, pid, r.offer)
-  if #granted > 0 then F.leases_changed(id) end
   local n = #fields
   fields[n + 1], fields[n + 2] = 'lc_seq', F.fmt(seq)
   fields[n + 3], fields[n + 4] = 'lc_grants', F.encode_list(granted)
@@ -228,13 +216,12 @@ function F.grant_best(id, pid, o)
   local left = offer
   local out = {'claimed', 0}
   local granted = {}
-  local leases = F.leases_of(id)
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  local function lease(job, cid, spec)
-    local g = F.lease(job, id, cid, leases, spec)
+  local function lease(job, key, spec)
+    local g = F.lease(job, id, key, spec)
+    local n = #granted
     out[#out + 1] = g
-    granted[#granted + 1] = job
-    granted[#granted + 1] = g[2]
+    granted[n + 1], granted[n + 2] = job, g[2]
   end
   -- out holds 'claimed', the idle flag, then one grant each.
   while #out - 2 < C.max_grants do
@@ -255,12 +242,14 @@ function F.grant_best(id, pid, o)
       F.runs_load(jobs)
       local specs = F.specs(jobs)
       left = F.offer_after_n(left, c, #jobs)
-      for i = 1, #jobs do lease(jobs[i], cid, specs[i]) end
+      for i = 1, #jobs do lease(jobs[i], c.key, specs[i]) end
+      F.count('leased', #jobs)
       if emptied then nonempty = F.without(nonempty, cid) end
     else
       if F.unqueue(job, cid, alone) then nonempty = F.without(nonempty, cid) end
       left = F.offer_after(left, c)
-      lease(job, cid, F.specs({job})[1])
+      lease(job, c.key, F.specs({job})[1])
+      F.count('leased', 1)
     end
   end
   return out, granted, nil

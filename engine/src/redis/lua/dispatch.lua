@@ -4,8 +4,8 @@
 local OPS = {
   submit = F.submit, cancel = F.cancel, get = F.get, register = F.register,
   deregister = F.deregister, heartbeat = F.heartbeat, claim = F.claim,
-  complete = F.complete, release = F.release, reap = F.reap, progress = F.progress,
-  list_jobs = F.list_jobs, list_machines = F.list_machines, stats = F.stats,
+  complete = F.complete, succeed_all = F.succeed_all, release = F.release, reap = F.reap,
+  progress = F.progress, list_jobs = F.list_jobs, list_machines = F.list_machines, stats = F.stats,
   -- A batch entry that Rust refused before sending (an invalid job): it changes nothing.
   noop = function(r) return {'noop'} end,
 }
@@ -13,7 +13,7 @@ local OPS = {
 -- The requests that read none of the writes F.flush makes; any other flushes first.
 local HOT = {
   submit = true, cancel = true, get = true, heartbeat = true, claim = true, complete = true,
-  release = true, progress = true, noop = true,
+  succeed_all = true, release = true, progress = true, noop = true,
 }
 
 -- Reads, in one step, the run records a batch's requests will read one by one.
@@ -21,6 +21,9 @@ function F.prefetch_runs(requests)
   local ids = {}
   for _, r in ipairs(requests) do
     if r.job then ids[#ids + 1] = tonumber(r.job) end
+    if r.op == 'succeed_all' then
+      for i = 1, #r.leases, 2 do ids[#ids + 1] = tonumber(r.leases[i]) end
+    end
     if r.op == 'heartbeat' then
       for _, lease in ipairs(r.leases) do ids[#ids + 1] = tonumber(lease[1]) end
     end

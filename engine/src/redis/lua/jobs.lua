@@ -76,21 +76,6 @@ function F.unqueue(id, cid, alone)
   return false
 end
 
--- Takes `id` out of machine `machine`'s lease list, as MemStore's swap_remove does it: the
--- last lease takes the removed one's place.
-function F.drop_lease(machine, id)
-  local list = F.leases_of(machine)
-  local n = #list
-  for i = 1, n, 2 do
-    if list[i] == id then
-      list[i], list[i + 1] = list[n - 1], list[n]
-      list[n - 1], list[n] = nil, nil
-      F.leases_changed(machine)
-      return
-    end
-  end
-end
-
 -- Removes a job's live lease from every index; the caller decides what comes next. The job
 -- keeps its lease fields (machine, deadline, expiry): nothing reads them unless it is leased.
 function F.end_lease(id)
@@ -187,22 +172,39 @@ end
 -- Progress belongs to an attempt: a finished job shows none.
 function F.clear_progress(id, rec)
   if rec.progress ~= 1 then return end
-  redis.call('HDEL', F.jkey(id), 'pct', 'msg')
+  F.forget_progress(id)
   rec.progress = 0
 end
 
--- The common case of `complete`, in as few calls as it takes: end the lease and finish the job
--- `succeeded` (end_lease then finish, merged).
-function F.succeed(id, rec, token)
-  F.drop_lease(rec.machine, id)
-  rec.recorded, rec.state, rec.finished_at = token, 'succeeded', NOW
-  F.run_changed(id)
-  F.clear_progress(id, rec)
+function F.forget_progress(id)
+  redis.call('HDEL', F.jkey(id), 'pct', 'msg')
+end
+
+-- The common case of `complete`: a live lease's success, on its packed record (F.succeed_run).
+-- Returns true, or nil (nothing changed) for the general path to answer.
+function F.succeed(id, token)
+  local machine = F.succeed_run(id, token)
+  if not machine then return nil end
+  F.drop_lease(machine, id)
   F.finished_later(NOW_S .. ':' .. F.fmtm(id))
-  F.count('leased', -1)
-  F.count('t_succeeded', 1)
-  F.count('finished', 1)
-  return {'recorded', 'succeeded'}
+  F.count_success()
+  return true
+end
+
+-- Consecutive successful completes of a batch, as the codec gathers them (codec/encode.rs):
+-- `leases` is job, token, job, token... Answers 1 for each success recorded, else the reply
+-- `complete` gives.
+function F.succeed_all(r)
+  local leases, out = r.leases, {}
+  for i = 1, #leases, 2 do
+    local job, token = tonumber(leases[i]), tonumber(leases[i + 1])
+    if F.succeed(job, token) then
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = F.complete({job = job, token = token, outcome = 'succeeded'})
+    end
+  end
+  return out
 end
 
 -- The record of a live lease `token` on job `id`; or nil and the reply that ends the request
@@ -218,9 +220,11 @@ end
 function F.complete(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
+  local succeeded = r.outcome == 'succeeded'
+  if succeeded and F.succeed(id, token) then return {'recorded', 'succeeded'} end
   local rec, refusal = F.live_lease(id, token)
   if not rec then return refusal or {'recorded', F.run(id).state} end
-  if r.outcome == 'succeeded' then return F.succeed(id, rec, token) end
+  assert(not succeeded, 'complete: F.succeed refused a live lease')
   rec.recorded = token
   F.run_changed(id)
   F.end_lease(id)

@@ -73,8 +73,8 @@ function F.mark_alive(id, pid)
 end
 
 -- Extends one lease (returns its new deadline), or 0: no longer the holder's. A lease past
--- its job's timeout is ended here, as the reaper would. `at`: F.lease_positions(machine).
-function F.renew(machine, job, token, at)
+-- its job's timeout is ended here, as the reaper would.
+function F.renew(machine, job, token)
   local rec = F.run(job)
   if not rec or rec.state ~= 'leased' or rec.machine ~= machine or rec.token ~= token then
     return 0
@@ -85,7 +85,7 @@ function F.renew(machine, job, token, at)
     return 0
   end
   local deadline = NOW + C.lease_ttl
-  F.leases_of(machine)[at[job] + 1] = F.min(deadline, attempt_deadline)
+  F.leases_of(machine)[F.lease_positions(machine)[job] + 1] = F.min(deadline, attempt_deadline)
   F.leases_changed(machine)
   rec.deadline = deadline
   F.run_changed(job)
@@ -101,12 +101,8 @@ function F.heartbeat(r)
   end
   F.touch(id)
   local statuses = {}
-  local at = F.lease_positions(id)
   for i, lease in ipairs(r.leases) do
-    local deadline = F.renew(id, tonumber(lease[1]), tonumber(lease[2]), at)
-    -- 0 may mean a revoke, which moved the last lease into the revoked one's place.
-    if deadline == 0 then at = F.lease_positions(id) end
-    statuses[i] = deadline
+    statuses[i] = F.renew(id, tonumber(lease[1]), tonumber(lease[2]))
   end
   return {'heartbeat', statuses}
 end

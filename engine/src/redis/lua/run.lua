@@ -18,14 +18,16 @@ local STATE_CODES = {queued = 1, delayed = 2, leased = 3, succeeded = 4, dead = 
   cancelled = 6, timed_out = 7, unworkable = 8}
 local STATE_NAMES = {'queued', 'delayed', 'leased', 'succeeded', 'dead', 'cancelled',
   'timed_out', 'unworkable'}
+local LEASED, SUCCEEDED = STATE_CODES.leased, STATE_CODES.succeeded
 
--- This call's records: job id -> record, or false for a job that does not exist.
+-- This call's records: job id -> the record as a table (F.run), as packed bytes (as read, or
+-- as a fast path below wrote it), or false for a job that does not exist.
 local RUNS = {}
 local RUNS_DIRTY = {}
 local RUNS_GONE = {}
 
 function F.runs_reset()
-  RUNS, RUNS_DIRTY, RUNS_GONE = {}, {}, {}
+  RUNS, RUNS_DIRTY, RUNS_GONE = F.empty(RUNS), F.empty(RUNS_DIRTY), F.empty(RUNS_GONE)
 end
 
 function F.unpack_run(bytes)
@@ -53,15 +55,68 @@ function F.runs_load(ids)
   end
   if n == 0 then return end
   local texts = redis.call('HMGET', P .. 'run', unpack(fields))
-  for i = 1, n do
-    RUNS[want[i]] = texts[i] and F.unpack_run(texts[i]) or false
-  end
+  for i = 1, n do RUNS[want[i]] = texts[i] or false end
 end
 
 -- Job `id`'s record (a table to edit; say so with F.run_changed), or nil if there is no such job.
 function F.run(id)
-  if RUNS[id] == nil then F.runs_load({id}) end
-  return RUNS[id] or nil
+  local r = RUNS[id]
+  if r == nil then
+    F.runs_load({id})
+    r = RUNS[id]
+  end
+  if type(r) == 'string' then
+    r = F.unpack_run(r)
+    RUNS[id] = r
+  end
+  return r or nil
+end
+
+-- The hot transitions, made on packed records: a claim and a success then neither build nor
+-- read a table per job. A record that became a table earlier in the call is packed again first,
+-- so a table from F.run is stale once one of these has run on its job.
+function F.packed_run(id)
+  local r = RUNS[id]
+  if r == nil then
+    F.runs_load({id})
+    r = RUNS[id]
+  end
+  if type(r) == 'table' then
+    r = F.pack_run(r)
+    RUNS[id] = r
+  end
+  return r
+end
+
+-- Leases queued job `id` to `machine`. Returns the new token, attempt, deadline and expiry.
+function F.lease_run(id, machine)
+  local _, attempt, token, recorded, _, _, _, timeout, _, finished_at, progress =
+    struct.unpack(RUN_FORMAT, F.packed_run(id))
+  -- Tokens follow the store clock as well as counting up, so a lease granted after a restart
+  -- that lost writes still outranks every lease granted before it.
+  token = F.max(token + 1, NOW)
+  attempt = attempt + 1
+  local deadline = NOW + C.lease_ttl
+  local attempt_deadline = NOW + timeout
+  RUNS[id] = struct.pack(RUN_FORMAT, LEASED, attempt, token, recorded, machine, deadline,
+    attempt_deadline, timeout, NOW, finished_at, progress)
+  RUNS_DIRTY[id] = true
+  return token, attempt, deadline, F.min(deadline, attempt_deadline)
+end
+
+-- Records the success of job `id`'s live lease `token`. Returns the lease's machine, or nil
+-- (nothing changed) if there is no such job or lease.
+function F.succeed_run(id, token)
+  local bytes = F.packed_run(id)
+  if not bytes then return nil end
+  local state, attempt, live, _, machine, deadline, attempt_deadline, timeout, started_at, _,
+    progress = struct.unpack(RUN_FORMAT, bytes)
+  if state ~= LEASED or live ~= token then return nil end
+  if progress == 1 then F.forget_progress(id) end
+  RUNS[id] = struct.pack(RUN_FORMAT, SUCCEEDED, attempt, token, token, machine, deadline,
+    attempt_deadline, timeout, started_at, NOW, 0)
+  RUNS_DIRTY[id] = true
+  return machine
 end
 
 function F.run_changed(id)
@@ -82,10 +137,13 @@ function F.run_forget(id)
 end
 
 function F.flush_runs()
+  if next(RUNS_DIRTY) == nil and next(RUNS_GONE) == nil then return end
   local set, gone = {}, {}
+  local n = 0
   for id in pairs(RUNS_DIRTY) do
-    set[#set + 1] = F.fmtm(id)
-    set[#set + 1] = F.pack_run(RUNS[id])
+    local r = RUNS[id]
+    set[n + 1], set[n + 2] = F.fmtm(id), type(r) == 'string' and r or F.pack_run(r)
+    n = n + 2
   end
   for id in pairs(RUNS_GONE) do gone[#gone + 1] = F.fmt(id) end
   F.call_spread('HSET', P .. 'run', set, 2)
