@@ -490,6 +490,22 @@ pub fn cases() -> Vec<Case> {
                 })
             })
             .get(1),
+        Case::new("leases that expire together on two machines are reaped lowest job first")
+            .with_config(|c| c.machine_ttl = Span::from_secs(600))
+            .register("a", 1, 24)
+            .register("b", 1, 24)
+            .submit(job(1, 8))
+            .submit(job_with(1, 8, |s| s.priority = 90))
+            // `a` (the lower machine id) takes the urgent second job, `b` the first: both leases
+            // expire at the same time, and the earlier job is on the later machine.
+            .claim(0, 1, offer(1, 24))
+            .claim(1, 1, offer(1, 24))
+            .at(100)
+            .step(|_| Request::Reap { max: 1 })
+            .get(0)
+            .get(1)
+            .step(|_| Request::Reap { max: 1 })
+            .get(1),
         Case::new("stale tokens are fenced")
             .with_config(|c| c.machine_ttl = Span::from_secs(600))
             .register("a", 1, 24)
