@@ -15,7 +15,7 @@ end
 
 -- The first member of zset `key` if its score is due (<= now), else nil.
 function F.first_due(key)
-  -- A revoke just before may have a lease index change pending.
+  -- A revoke just before may have writes pending.
   F.flush()
   local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #head == 0 or tonumber(head[2]) > NOW then return nil end
