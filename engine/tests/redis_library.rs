@@ -2,8 +2,9 @@
 //! of classes never outliving the namespace's data.
 
 use drover_engine::core::EngineConfig;
-use drover_engine::redis::RedisStore;
+use drover_engine::redis::{RedisStore, DATA_LAYOUT};
 use drover_engine::runtime::SharedStore;
+use drover_engine::runtime::StoreError;
 use drover_engine::store::conformance::{job, machine, offer};
 use drover_engine::store::{Reply, Request};
 use drover_engine::testing::redis::RedisServer;
@@ -36,7 +37,7 @@ async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
     }
 }
 
-fn raw(server: &RedisServer, args: &[&str]) {
+fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
     let mut con = redis::Client::open(server.url.as_str())
         .expect("url")
         .get_connection()
@@ -45,7 +46,7 @@ fn raw(server: &RedisServer, args: &[&str]) {
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query::<redis::Value>(&mut con).expect("command");
+    cmd.query::<redis::Value>(&mut con).expect("command")
 }
 
 #[tokio::test]
@@ -75,4 +76,41 @@ async fn a_wiped_namespace_does_not_meet_the_classes_it_had() {
     submit(&store, 1).await;
     submit(&store, 1).await;
     assert_eq!(claim_gpus(&store, 2).await, vec![1, 1]);
+}
+
+#[tokio::test]
+async fn a_namespace_of_another_layout_is_refused_not_misread() {
+    let server = RedisServer::start();
+    let config = EngineConfig::default;
+    // Written by an engine from before layouts were recorded: an epoch and no layout.
+    raw(&server, &["HSET", "{old}:meta", "epoch", "1", "clock", "1"]);
+    let refused = RedisStore::connect(&server.url, "old", config())
+        .await
+        .err()
+        .expect("an old namespace is refused");
+    assert!(
+        refused.to_string().contains("layout none"),
+        "the refusal says why: {refused}"
+    );
+
+    // A namespace this engine wrote records its layout and is welcome again.
+    let store = RedisStore::connect(&server.url, "new", config())
+        .await
+        .expect("connect");
+    submit(&store, 1).await;
+    let layout = raw(&server, &["HGET", "{new}:meta", "layout"]);
+    assert_eq!(
+        layout,
+        redis::Value::BulkString(DATA_LAYOUT.to_string().into_bytes())
+    );
+    RedisStore::connect(&server.url, "new", config())
+        .await
+        .expect("the same layout connects");
+
+    // Rewritten in another layout while this engine is connected: each call refuses it.
+    raw(&server, &["HSET", "{new}:meta", "layout", "999"]);
+    match store.apply(Request::Stats).await {
+        Err(StoreError::Script(message)) => assert!(message.contains("layout 999"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

@@ -7,7 +7,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, epoch, classes, profiles, machines, job counts, totals (`t_*`); test_clock |
+//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, epoch, layout, classes, profiles, machines, job counts, totals (`t_*`); test_clock |
 //! | `{ns}:j:<job>` | hash | a job's fields that seldom change (see lua/jobs.lua) |
 //! | `{ns}:run` | hash | job -> its run record: state, attempt, tokens, lease (see lua/run.lua) |
 //! | `{ns}:spec` | hash | job -> its spec as the client sent it |
@@ -32,6 +32,8 @@
 //! time with it exactly as MemStore is given `now`. Production never sets that field.
 //! `meta.epoch` is set when the namespace's data is first written; the library's caches of
 //! classes and profiles are kept per epoch, so a wiped namespace never meets stale ones.
+//! `meta.layout` records the data layout (`DATA_LAYOUT`) that first wrote the namespace; an
+//! engine of another layout refuses it at connect and on every call.
 
 mod codec;
 mod connection;
@@ -39,6 +41,7 @@ mod scripts;
 
 pub use codec::{requirements_from_key, wire_config};
 pub use connection::{parse_url, redact, ConnectOptions, Target};
+pub use scripts::DATA_LAYOUT;
 
 use crate::core::{EngineConfig, MachineId, Time};
 use crate::runtime::{SharedStore, StoreError};
@@ -123,7 +126,34 @@ impl RedisStore {
                 connection::redact(url)
             ))
         })?;
+        store
+            .check_layout()
+            .await
+            .map_err(|e| StoreError::Connection(format!("{}: {e}", connection::redact(url))))?;
         Ok(store)
+    }
+
+    /// Refuses a namespace that an engine of another data layout wrote (`DATA_LAYOUT`); one
+    /// never written is fine (its first request records the layout).
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        let mut read = ::redis::cmd("HMGET");
+        read.arg(&self.inner.meta_key).arg("epoch").arg("layout");
+        let (epoch, layout): (Option<String>, Option<String>) =
+            ::redis::from_redis_value(self.query(read).await?)
+                .map_err(|e| StoreError::Decode(format!("namespace layout: {e}")))?;
+        let ours = DATA_LAYOUT.to_string();
+        match (epoch, layout) {
+            (None, _) => Ok(()),
+            (Some(_), Some(layout)) if layout == ours => Ok(()),
+            (Some(_), found) => Err(StoreError::Connection(format!(
+                "namespace {:?} holds data in layout {} and this engine reads layout {ours}: \
+                 drain it with the engine that wrote it, or use another namespace",
+                self.inner.namespace,
+                found
+                    .as_deref()
+                    .unwrap_or("none (written before layouts were recorded)")
+            ))),
+        }
     }
 
     pub fn namespace(&self) -> &str {

@@ -21,6 +21,15 @@ const PARTS: [&str; 8] = [
 const DISPATCH: &str = include_str!("lua/dispatch.lua");
 /// What dispatch.lua registers; replaced by the versioned name.
 const PLACEHOLDER: &str = "DROVER_FUNCTION";
+/// Where prelude.lua takes `DATA_LAYOUT`.
+const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
+
+/// How the library lays a namespace's data out. A namespace records the layout that first
+/// wrote it; an engine of another layout refuses it (at connect, and on every call) rather than
+/// misread it. Raise it with any change to what the keys hold, so that engines sharing a
+/// namespace during an upgrade cannot corrupt it.
+/// 2: leases indexed per machine (`{ns}:lexp`), lease lists as job, expiry pairs.
+pub const DATA_LAYOUT: u32 = 2;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.
 pub struct Library {
@@ -40,12 +49,17 @@ pub fn library() -> &'static Library {
     static LIBRARY: OnceLock<Library> = OnceLock::new();
     LIBRARY.get_or_init(|| {
         let body = body();
-        let hash = Script::new(&body).get_hash().to_string();
-        let function = format!("drover_{}", &hash[..16]);
         assert!(
             body.contains(PLACEHOLDER),
             "dispatch.lua registers {PLACEHOLDER}"
         );
+        assert!(
+            body.contains(LAYOUT_PLACEHOLDER),
+            "prelude.lua names {LAYOUT_PLACEHOLDER}"
+        );
+        let body = body.replace(LAYOUT_PLACEHOLDER, &DATA_LAYOUT.to_string());
+        let hash = Script::new(&body).get_hash().to_string();
+        let function = format!("drover_{}", &hash[..16]);
         Library {
             source: format!(
                 "#!lua name={function}\n{}",

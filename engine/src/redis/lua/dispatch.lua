@@ -41,7 +41,8 @@ end
 -- scripts.rs names the function after the library's hash, so that engines of two versions can
 -- share a server.
 redis.register_function('DROVER_FUNCTION', function(keys, args)
-  F.begin(keys, args)
+  local refused = F.begin(keys, args)
+  if refused then return redis.error_reply(refused) end
   local request = cmsgpack.unpack(args[2])
   local reply
   if request.op == 'batch' then

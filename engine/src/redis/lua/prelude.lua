@@ -256,12 +256,18 @@ function F.flush()
   F.flush_runs()
 end
 
+-- How this library lays the namespace's data out (scripts.rs DATA_LAYOUT). A namespace records
+-- the layout that first wrote it (meta.layout), and a library of another layout refuses it
+-- rather than misread it.
+local LAYOUT = 'DROVER_DATA_LAYOUT'
+
 -- The store clock: TIME, or the test clock when a test set one (production never does), and
 -- never earlier than the last time any script saw, so time cannot run backwards for the store
 -- even when a failover moves it to a host whose clock is behind. Also returns the namespace's
--- epoch (see CACHES), creating it on the first call.
+-- epoch (see CACHES), creating it with the layout on the first call; or nil and a refusal if
+-- the namespace is in another layout.
 function F.clock()
-  local f = redis.call('HMGET', META, 'clock', 'test_clock', 'epoch')
+  local f = redis.call('HMGET', META, 'clock', 'test_clock', 'epoch', 'layout')
   local t = tonumber(f[2])
   local real
   if not t or not f[3] then
@@ -272,7 +278,11 @@ function F.clock()
   local epoch = f[3]
   if not epoch then
     epoch = F.fmt(real)
-    redis.call('HSET', META, 'epoch', epoch)
+    redis.call('HSET', META, 'epoch', epoch, 'layout', LAYOUT)
+  elseif f[4] ~= LAYOUT then
+    return nil, 'LAYOUT the namespace holds data in layout ' .. (f[4] or 'none') ..
+      ' and this engine reads layout ' .. LAYOUT ..
+      ': drain it with the engine that wrote it, or use another namespace'
   end
   local last = tonumber(f[1]) or 0
   if t < last then return last, epoch end
@@ -280,7 +290,8 @@ function F.clock()
   return t, epoch
 end
 
--- Sets up one call: the namespace's prefix and caches, the config, the clock.
+-- Sets up one call: the namespace's prefix and caches, the config, the clock. Returns a
+-- refusal (an error reply's text) if the call must not go on.
 function F.begin(keys, args)
   META = keys[1]
   P = string.sub(META, 1, -5)
@@ -289,9 +300,9 @@ function F.begin(keys, args)
     CONFIG_TEXT = args[1]
   end
   WAKES = F.empty(WAKES)
-  local epoch
-  NOW, epoch = F.clock()
-  NOW_S = F.fmt(NOW)
+  local now, epoch = F.clock()
+  if not now then return epoch end
+  NOW, NOW_S = now, F.fmt(now)
   local cache = CACHES[P]
   if not cache or cache.epoch ~= epoch then
     if not cache then
