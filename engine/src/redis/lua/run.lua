@@ -58,13 +58,17 @@ function F.runs_load(ids)
   for i = 1, n do RUNS[want[i]] = texts[i] or false end
 end
 
+-- Job `id`'s record as this call holds it (a table, packed bytes or false), read if need be.
+local function held_run(id)
+  local r = RUNS[id]
+  if r ~= nil then return r end
+  F.runs_load({id})
+  return RUNS[id]
+end
+
 -- Job `id`'s record (a table to edit; say so with F.run_changed), or nil if there is no such job.
 function F.run(id)
-  local r = RUNS[id]
-  if r == nil then
-    F.runs_load({id})
-    r = RUNS[id]
-  end
+  local r = held_run(id)
   if type(r) == 'string' then
     r = F.unpack_run(r)
     RUNS[id] = r
@@ -76,11 +80,7 @@ end
 -- read a table per job. A record that became a table earlier in the call is packed again first,
 -- so a table from F.run is stale once one of these has run on its job.
 function F.packed_run(id)
-  local r = RUNS[id]
-  if r == nil then
-    F.runs_load({id})
-    r = RUNS[id]
-  end
+  local r = held_run(id)
   if type(r) == 'table' then
     r = F.pack_run(r)
     RUNS[id] = r
