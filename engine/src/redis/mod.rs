@@ -20,7 +20,7 @@
 //! | `{ns}:nonempty` | zset | classes with queued jobs |
 //! | `{ns}:delayed` | zset | retries by release time |
 //! | `{ns}:lexp` | zset | machines with leases, by their earliest lease expiry |
-//! | `{ns}:finished` | list | `finished_at:job`, oldest first (purging) |
+//! | `{ns}:finished` | list | `finished_at:job,job,...` (one entry per call), oldest first (purging) |
 //! | `{ns}:profkey`, `{ns}:p:<profile>` | hash | machine profiles, interned |
 //! | `{ns}:mname`, `{ns}:m:<machine>` | hash | machines by name; a machine |
 //! | `{ns}:machines`, `{ns}:mexp` | zset | machines by id; by heartbeat expiry |

@@ -28,7 +28,8 @@ const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
 /// wrote it; an engine of another layout refuses it (at connect, and on every call) rather than
 /// misread it. Raise it with any change to what the keys hold, so that engines sharing a
 /// namespace during an upgrade cannot corrupt it.
-/// 2: leases indexed per machine (`{ns}:lexp`), lease lists as job, expiry pairs.
+/// 2: leases indexed per machine (`{ns}:lexp`) with lease lists as job, expiry pairs; the
+/// finished list as one entry per call, `finished_at:job,job,...`.
 pub const DATA_LAYOUT: u32 = 2;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.

@@ -744,6 +744,39 @@ pub fn cases() -> Vec<Case> {
                 Ok(Reply::Submitted { created: true, .. }) => Ok(()),
                 other => Err(format!("expected a new job: {other:?}")),
             }),
+        Case::new("jobs finished together are purged oldest first, a few at a time")
+            .with_config(|c| c.machine_ttl = Span::from_secs(600))
+            .register("a", 4, 24)
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .submit(job(1, 8))
+            .claim(0, 1, offer(4, 24))
+            .step(|ctx| {
+                Request::Batch(
+                    (0..3)
+                        .map(|g| Request::Complete {
+                            job: ctx.lease(g).0,
+                            token: ctx.lease(g).1,
+                            outcome: Outcome::Succeeded,
+                        })
+                        .collect(),
+                )
+            })
+            .at(10)
+            .complete(3, Outcome::Succeeded)
+            .at(400)
+            .step(|_| Request::Reap { max: 1 })
+            .expect(|_, r, _| match r {
+                Ok(Reply::Reaped(report)) if report.purged == 1 => Ok(()),
+                other => Err(format!("expected one purged: {other:?}")),
+            })
+            .get(0)
+            .get(1)
+            .step(|_| Request::Reap { max: 3 })
+            .get(2)
+            .get(3)
+            .stats(),
         Case::new("wake-ups go to the longest-waiting idle machine that fits")
             .register("a", 1, 24)
             .register("b", 1, 80)

@@ -100,7 +100,7 @@ function F.finish(id, state)
   F.run_changed(id)
   F.clear_progress(id, rec)
   F.count('t_' .. state, 1)
-  F.finished_later(NOW_S .. ':' .. F.fmt(id))
+  F.finished_later(id)
   F.count('finished', 1)
 end
 
@@ -186,7 +186,7 @@ function F.succeed(id, token)
   local machine = F.succeed_run(id, token)
   if not machine then return nil end
   F.drop_lease(machine, id)
-  F.finished_later(NOW_S .. ':' .. F.fmtm(id))
+  F.finished_later(id)
   F.count_success()
   return true
 end

@@ -117,8 +117,11 @@ function F.flush_counts()
   PENDING_ORDER = {}
 end
 
-function F.finished_later(entry)
-  FINISHED[#FINISHED + 1] = entry
+-- Job `id` finished now: F.flush appends it to the finished list, which holds one entry per
+-- flush, `finished_at:job,job,...` (oldest first; F.purge_finished), where an entry per job
+-- cost a string and a list node each.
+function F.finished_later(id)
+  FINISHED[#FINISHED + 1] = F.fmtm(id)
 end
 
 -- Lists of numbers as stored (msgpack: C-speed both ways, where text took a string.format and
@@ -249,7 +252,7 @@ function F.flush()
   F.flush_counts()
   F.flush_lease_index()
   if #FINISHED > 0 then
-    F.call_spread('RPUSH', P .. 'finished', FINISHED, 1)
+    redis.call('RPUSH', P .. 'finished', NOW_S .. ':' .. table.concat(FINISHED, ','))
     FINISHED = {}
   end
   F.flush_machine_leases()

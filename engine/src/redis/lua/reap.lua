@@ -86,6 +86,9 @@ function F.judge_unworkable(budget, report)
   return budget
 end
 
+-- Forgets finished jobs past their retention, oldest first, up to `budget`. Each entry of the
+-- finished list is `finished_at:job,job,...` (F.finished_later); one cut short by the budget
+-- keeps the jobs it has left.
 function F.purge_finished(budget, report)
   F.flush()
   while budget > 0 do
@@ -93,20 +96,30 @@ function F.purge_finished(budget, report)
     if not head then break end
     local f = F.split(head, ':')
     if tonumber(f[1]) + C.retention > NOW then break end
-    redis.call('LPOP', P .. 'finished')
-    local job = tonumber(f[2])
-    local jk = F.jkey(job)
-    local key = redis.call('HGET', jk, 'key')
-    if key then redis.call('HDEL', P .. 'idem', key) end
-    redis.call('DEL', jk)
-    redis.call('HDEL', P .. 'spec', F.fmt(job))
-    F.run_forget(job)
-    redis.call('ZREM', P .. 'jobs', F.pad(job))
-    F.count('finished', -1)
-    report.purged = report.purged + 1
-    budget = budget - 1
+    local jobs = F.split(f[2], ',')
+    local n = F.min(#jobs, budget)
+    for i = 1, n do F.forget_job(tonumber(jobs[i]), report) end
+    budget = budget - n
+    if n == #jobs then
+      redis.call('LPOP', P .. 'finished')
+    else
+      redis.call('LSET', P .. 'finished', 0, f[1] .. ':' .. table.concat(jobs, ',', n + 1))
+    end
   end
   return budget
+end
+
+-- Forgets finished job `job` (F.purge_finished).
+function F.forget_job(job, report)
+  local jk = F.jkey(job)
+  local key = redis.call('HGET', jk, 'key')
+  if key then redis.call('HDEL', P .. 'idem', key) end
+  redis.call('DEL', jk)
+  redis.call('HDEL', P .. 'spec', F.fmt(job))
+  F.run_forget(job)
+  redis.call('ZREM', P .. 'jobs', F.pad(job))
+  F.count('finished', -1)
+  report.purged = report.purged + 1
 end
 
 function F.reap(r)
