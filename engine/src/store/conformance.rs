@@ -179,6 +179,11 @@ impl Case {
 
     // Shorthands for the common requests.
 
+    /// Steps a helper shared by several cases adds.
+    pub fn then(self, steps: impl FnOnce(Case) -> Case) -> Case {
+        steps(self)
+    }
+
     pub fn register(self, name: &'static str, gpus: u32, mem: u32) -> Case {
         self.step(move |_| Request::Register(Box::new(machine(name, gpus, mem))))
     }
@@ -385,6 +390,23 @@ fn granted(n: usize) -> impl Fn(&Ctx, &Result<Reply, Refusal>, &[MachineId]) -> 
         Ok(Reply::Claimed { grants, .. }) if grants.len() == n => Ok(()),
         other => Err(format!("expected {n} grants, got {other:?}")),
     }
+}
+
+fn purged(n: u32) -> impl Fn(&Ctx, &Result<Reply, Refusal>, &[MachineId]) -> Result<(), String> {
+    move |_, reply, _| match reply {
+        Ok(Reply::Reaped(report)) if report.purged == n => Ok(()),
+        other => Err(format!("expected {n} purged, got {other:?}")),
+    }
+}
+
+/// Machine "a" with 4 GPUs holding the leases of four 1-GPU jobs.
+fn four_jobs_leased(case: Case) -> Case {
+    case.register("a", 4, 24)
+        .submit(job(1, 8))
+        .submit(job(1, 8))
+        .submit(job(1, 8))
+        .submit(job(1, 8))
+        .claim(0, 1, offer(4, 24))
 }
 
 fn granted_jobs(
@@ -734,10 +756,7 @@ pub fn cases() -> Vec<Case> {
             .reap()
             .at(400)
             .reap()
-            .expect(|_, r, _| match r {
-                Ok(Reply::Reaped(report)) if report.purged == 1 => Ok(()),
-                other => Err(format!("expected one purged: {other:?}")),
-            })
+            .expect(purged(1))
             .get(0)
             .submit(job_with(1, 8, |s| s.idempotency_key = Some("k".into())))
             .expect(|_, r, _| match r {
@@ -746,12 +765,7 @@ pub fn cases() -> Vec<Case> {
             }),
         Case::new("jobs finished together are purged oldest first, a few at a time")
             .with_config(|c| c.machine_ttl = Span::from_secs(600))
-            .register("a", 4, 24)
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .claim(0, 1, offer(4, 24))
+            .then(four_jobs_leased)
             .step(|ctx| {
                 Request::Batch(
                     (0..3)
@@ -767,10 +781,7 @@ pub fn cases() -> Vec<Case> {
             .complete(3, Outcome::Succeeded)
             .at(400)
             .step(|_| Request::Reap { max: 1 })
-            .expect(|_, r, _| match r {
-                Ok(Reply::Reaped(report)) if report.purged == 1 => Ok(()),
-                other => Err(format!("expected one purged: {other:?}")),
-            })
+            .expect(purged(1))
             .get(0)
             .get(1)
             .step(|_| Request::Reap { max: 3 })
@@ -947,12 +958,7 @@ pub fn cases() -> Vec<Case> {
                 ])
             }),
         Case::new("successes in a batch: live, repeated, stale, unknown, between failures")
-            .register("a", 4, 24)
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .submit(job(1, 8))
-            .claim(0, 1, offer(4, 24))
+            .then(four_jobs_leased)
             .step(|ctx| {
                 let success = |(job, token)| Request::Complete {
                     job,
