@@ -64,48 +64,7 @@ pub fn wire_config(config: &EngineConfig) -> String {
 /// Encodes `request`; a refusal judged here needs no round trip.
 pub fn encode(request: &Request, config: &EngineConfig) -> Result<Wire, Refusal> {
     match request {
-        Request::Batch(requests) => {
-            crate::store::request::check_batch(requests, &config.limits)?;
-            let mut early = Vec::with_capacity(requests.len());
-            let mut items: Vec<Value> = Vec::with_capacity(requests.len());
-            let mut entries: Vec<Entry> = Vec::with_capacity(requests.len());
-            for r in requests {
-                early.push(None);
-                if let Request::Complete {
-                    job,
-                    token,
-                    outcome: Outcome::Succeeded,
-                } = r
-                {
-                    if let (Some(Entry::Successes(n)), Some(item)) =
-                        (entries.last_mut(), items.last_mut())
-                    {
-                        *n += 1;
-                        if let Some(Value::Array(leases)) = item.get_mut("leases") {
-                            leases.extend([id(job.0), id(token.0)]);
-                        }
-                        continue;
-                    }
-                    items.push(json!({"op": "succeed_all", "leases": [id(job.0), id(token.0)]}));
-                    entries.push(Entry::Successes(1));
-                    continue;
-                }
-                match one(r, config) {
-                    Ok(value) => items.push(value),
-                    Err(refusal) => {
-                        items.push(json!({"op": "noop"}));
-                        *early.last_mut().expect("pushed above") = Some(refusal);
-                    }
-                }
-                entries.push(Entry::Request);
-            }
-            let bytes = pack(&json!({"op": "batch", "requests": items}));
-            Ok(Wire {
-                bytes,
-                early,
-                entries,
-            })
-        }
+        Request::Batch(requests) => encode_batch(requests, config),
         other => Ok(Wire {
             bytes: pack(&one(other, config)?),
             early: Vec::new(),
@@ -114,7 +73,63 @@ pub fn encode(request: &Request, config: &EngineConfig) -> Result<Wire, Refusal>
     }
 }
 
-/// The largest integer every smaller one of which a double holds exactly.
+/// A batch: one entry per request, but consecutive successes share one (`Entry::Successes`).
+fn encode_batch(requests: &[Request], config: &EngineConfig) -> Result<Wire, Refusal> {
+    crate::store::request::check_batch(requests, &config.limits)?;
+    let mut early = Vec::with_capacity(requests.len());
+    let mut items: Vec<Value> = Vec::with_capacity(requests.len());
+    let mut entries: Vec<Entry> = Vec::with_capacity(requests.len());
+    for r in requests {
+        let refusal = if let Some(lease) = success(r) {
+            match (entries.last_mut(), items.last_mut()) {
+                (Some(Entry::Successes(n)), Some(item)) => {
+                    *n += 1;
+                    item["leases"]
+                        .as_array_mut()
+                        .expect("a succeed_all entry has leases")
+                        .extend(lease);
+                }
+                _ => {
+                    items.push(json!({"op": "succeed_all", "leases": lease}));
+                    entries.push(Entry::Successes(1));
+                }
+            }
+            None
+        } else {
+            entries.push(Entry::Request);
+            match one(r, config) {
+                Ok(value) => {
+                    items.push(value);
+                    None
+                }
+                Err(refusal) => {
+                    items.push(json!({"op": "noop"}));
+                    Some(refusal)
+                }
+            }
+        };
+        early.push(refusal);
+    }
+    Ok(Wire {
+        bytes: pack(&json!({"op": "batch", "requests": items})),
+        early,
+        entries,
+    })
+}
+
+/// A successful complete's job and token, as a `succeed_all` entry lists them.
+fn success(request: &Request) -> Option<[Value; 2]> {
+    match request {
+        Request::Complete {
+            job,
+            token,
+            outcome: Outcome::Succeeded,
+        } => Some([id(job.0), id(token.0)]),
+        _ => None,
+    }
+}
+
+/// Every integer up to 2^53 is exact in a double, Lua's only number type.
 const EXACT_IN_LUA: u64 = 1 << 53;
 
 /// An id, token or sequence number: a number while Lua's doubles hold it exactly, else its
