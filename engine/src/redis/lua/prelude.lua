@@ -48,11 +48,14 @@ end
 -- F.fmt, remembered for this call: for numbers a call formats again and again (job ids, times
 -- that follow NOW).
 local FMT = {}
+local FMT_COUNT = 0
+local FMT_LIMIT = 8192
 function F.fmtm(x)
   local s = FMT[x]
   if not s then
     s = F.fmt(x)
     FMT[x] = s
+    FMT_COUNT = FMT_COUNT + 1
   end
   return s
 end
@@ -323,7 +326,7 @@ function F.begin(keys, args)
   SUCCESSES = 0
   MLEASES, MLEASES_DIRTY = F.empty(MLEASES), F.empty(MLEASES_DIRTY)
   EXPIRY_DIRTY, MLEASES_AT = F.empty(EXPIRY_DIRTY), F.empty(MLEASES_AT)
-  FMT = F.empty(FMT)
+  if FMT_COUNT > FMT_LIMIT then FMT, FMT_COUNT = {}, 0 end
   F.runs_reset()
 end
 
