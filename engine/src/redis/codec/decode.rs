@@ -3,8 +3,9 @@
 //! is a `StoreError::Decode`, never a panic.
 
 use super::encode::{requirements_from_key, Entry, Wire};
+use super::spec::from_stored;
 use crate::core::model::{JobView, Progress};
-use crate::core::{JobId, JobSpec, MachineId, StateName, Time, Token};
+use crate::core::{JobId, MachineId, StateName, Time, Token};
 use crate::runtime::StoreError;
 use crate::store::request::{
     ClassDepth, Grant, JobCounts, LeaseStatus, MachineView, ReapReport, StoreStats, Totals,
@@ -121,14 +122,6 @@ fn machine_state(text: &str) -> Result<&'static str, StoreError> {
     })
 }
 
-/// A job spec with its class's requirements (which an out-of-memory retry may have raised).
-fn spec(json: &str, class_key: &str) -> Result<Arc<JobSpec>, StoreError> {
-    let mut spec: JobSpec =
-        serde_json::from_str(json).map_err(|e| bad(format!("job spec: {e}")))?;
-    spec.requirements = Arc::new(requirements_from_key(class_key).map_err(bad)?);
-    Ok(Arc::new(spec))
-}
-
 fn job_view(value: &Value) -> Result<JobView, StoreError> {
     let mut f = Fields::of(value)?;
     let id = JobId(f.u64()?);
@@ -160,7 +153,7 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
         finished_at,
         error,
         progress,
-        spec: spec(&spec_json, &class_key)?,
+        spec: from_stored(&spec_json, &class_key)?,
     })
 }
 
@@ -177,7 +170,7 @@ fn grant(value: &Value) -> Result<Grant, StoreError> {
         token,
         attempt,
         deadline,
-        spec: spec(&spec_json, &class_key)?,
+        spec: from_stored(&spec_json, &class_key)?,
     })
 }
 

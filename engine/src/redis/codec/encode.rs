@@ -180,7 +180,7 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
             let req = &spec.requirements;
             let mut m = Map::new();
             m.insert("op".into(), "submit".into());
-            m.insert("spec".into(), json_string(&spec).into());
+            m.insert("spec".into(), super::spec::stored(&spec).into());
             m.insert("priority".into(), spec.priority.into());
             m.insert("max_attempts".into(), spec.max_attempts.into());
             m.insert("timeout".into(), spec.timeout.as_micros().into());

@@ -9,6 +9,7 @@
 mod decode;
 mod encode;
 mod msgpack;
+mod spec;
 
 pub use decode::decode;
 pub use encode::{encode, requirements_from_key, wire_config};
