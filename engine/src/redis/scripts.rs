@@ -30,7 +30,8 @@ const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
 /// namespace during an upgrade cannot corrupt it.
 /// 2: leases indexed per machine (`{ns}:lexp`) with lease lists as job, expiry pairs; the
 /// finished list as one entry per call, `finished_at:job,job,...`.
-/// 3: job specs kept without their requirements (codec/spec.rs).
+/// 3: job specs kept without their requirements (codec/spec.rs); a machine's last claim as the
+/// jobs it leased and its time (`lc_grants`, `lc_at`).
 pub const DATA_LAYOUT: u32 = 3;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.

@@ -360,7 +360,8 @@ fn reply(value: &Value, request: &Request) -> Result<Result<Reply, Refusal>, Sto
 }
 
 /// The replies of a batch's entries as one reply per request: a `succeed_all` entry
-/// (`Entry::Successes`) answers 1 for each success it recorded, else that complete's reply.
+/// (`Entry::Successes`) answers the number of its successes if it recorded them all, else 1 for
+/// each success it recorded and that complete's reply for each other.
 fn ungroup<'a>(replies: &'a [Value], entries: &[Entry]) -> Result<Vec<&'a Value>, StoreError> {
     static RECORDED_SUCCEEDED: LazyLock<Value> = LazyLock::new(|| {
         Value::Array(vec![
@@ -379,6 +380,10 @@ fn ungroup<'a>(replies: &'a [Value], entries: &[Entry]) -> Result<Vec<&'a Value>
     for (entry, reply) in entries.iter().zip(replies) {
         match entry {
             Entry::Request => out.push(reply),
+            // Every success recorded: their count alone.
+            Entry::Successes(n) if *reply == Value::Int(*n as i64) => {
+                out.extend(std::iter::repeat_n(&*RECORDED_SUCCEEDED, *n));
+            }
             Entry::Successes(n) => {
                 let items = Fields::of(reply)?.rest();
                 if items.len() != *n {

@@ -109,15 +109,16 @@ function F.lease(job, machine, key, spec)
   return {job, token, attempt, deadline, spec, key}
 end
 
--- The answer to a claim seen before: its grants whose leases still stand. `granted`: job and
--- token, in turn (F.encode_list).
-function F.repeat_claim(id, granted, idle)
+-- The answer to a claim seen before: its grants whose leases still stand. `granted`: the jobs
+-- it leased, comma-separated; `at`: its store time. A lease to this machine that started then
+-- is the one that claim granted (a machine's next lease of a job needs its next claim), so the
+-- start time names the lease as its token would.
+function F.repeat_claim(id, granted, idle, at)
   local out = {'claimed', tonumber(idle)}
-  local pairs_ = F.decode_list(granted)
-  for i = 1, #pairs_, 2 do
-    local job, token = pairs_[i], pairs_[i + 1]
+  for _, text in ipairs(F.split(granted, ',')) do
+    local job = tonumber(text)
     local rec = F.run(job)
-    if rec and rec.state == 'leased' and rec.machine == id and rec.token == token then
+    if rec and rec.state == 'leased' and rec.machine == id and rec.started_at == at then
       out[#out + 1] = F.grant(job)
     end
   end
@@ -182,13 +183,13 @@ function F.claim(r)
   local id = tonumber(r.machine)
   local mk = F.mkey(id)
   local m = redis.call('HMGET', mk, 'state', 'lc_seq', 'lc_grants', 'lc_idle', 'wait_seq',
-    'profile')
+    'profile', 'lc_at')
   if not m[1] then return F.err('unknown_machine') end
   if m[1] ~= 'ready' then return F.err('machine_lost') end
   local seq = tonumber(r.seq)
   if m[2] then
     local last = tonumber(m[2])
-    if seq == last then return F.repeat_claim(id, m[3], m[4]) end
+    if seq == last then return F.repeat_claim(id, m[3], m[4], tonumber(m[7])) end
     if seq < last then return {'claimed', 0} end
   end
   local pid = tonumber(m[6])
@@ -200,8 +201,9 @@ function F.claim(r)
   local out, granted, idle = F.grant_best(id, pid, r.offer)
   local n = #fields
   fields[n + 1], fields[n + 2] = 'lc_seq', F.fmt(seq)
-  fields[n + 3], fields[n + 4] = 'lc_grants', F.encode_list(granted)
+  fields[n + 3], fields[n + 4] = 'lc_grants', table.concat(granted, ',')
   fields[n + 5], fields[n + 6] = 'lc_idle', idle and '1' or '0'
+  fields[n + 7], fields[n + 8] = 'lc_at', NOW_S
   F.take_leases_write(id, fields)
   redis.call('HSET', mk, unpack(fields))
   if idle then F.start_waiting(id, idle) end
@@ -209,8 +211,7 @@ function F.claim(r)
 end
 
 -- Leases machine `id` (of profile `pid`) the best jobs for offer `o`, best first. Returns the
--- reply, the grants as job, token, job, token... and, if the machine is now idle, the offer it
--- has left.
+-- reply, the jobs leased (as text) and, if the machine is now idle, the offer it has left.
 function F.grant_best(id, pid, o)
   local offer = F.offer(o.gpus, o.mem, o.disk, o.cached)
   local left = offer
@@ -218,10 +219,8 @@ function F.grant_best(id, pid, o)
   local granted = {}
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
   local function lease(job, key, spec)
-    local g = F.lease(job, id, key, spec)
-    local n = #granted
-    out[#out + 1] = g
-    granted[n + 1], granted[n + 2] = job, g[2]
+    out[#out + 1] = F.lease(job, id, key, spec)
+    granted[#granted + 1] = F.fmtm(job)
   end
   -- out holds 'claimed', the idle flag, then one grant each.
   while #out - 2 < C.max_grants do

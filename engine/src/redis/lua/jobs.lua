@@ -192,19 +192,24 @@ function F.succeed(id, token)
 end
 
 -- Consecutive successful completes of a batch, as the codec gathers them (codec/encode.rs):
--- `leases` is job, token, job, token... Answers 1 for each success recorded, else the reply
--- `complete` gives.
+-- `leases` is job, token, job, token... Answers their number if every success was recorded (the
+-- usual case, and one value to pack where a list took one per job), else 1 for each success
+-- recorded and the reply `complete` gives for each other.
 function F.succeed_all(r)
-  local leases, out = r.leases, {}
+  local leases, out = r.leases, nil
   for i = 1, #leases, 2 do
     local job, token = tonumber(leases[i]), tonumber(leases[i + 1])
     if F.succeed(job, token) then
-      out[#out + 1] = 1
+      if out then out[#out + 1] = 1 end
     else
+      if not out then
+        out = {}
+        for k = 1, (i - 1) / 2 do out[k] = 1 end
+      end
       out[#out + 1] = F.complete({job = job, token = token, outcome = 'succeeded'})
     end
   end
-  return out
+  return out or #leases / 2
 end
 
 -- The record of a live lease `token` on job `id`; or nil and the reply that ends the request

@@ -1,8 +1,8 @@
 -- The machine registry (mem/machines.rs). A machine is a hash m:<id>: name, pool, gpus,
 -- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job,
--- expiry pairs in MemStore's order, F.encode_list; see F.leases_of), registered_at, last_seen; lc_seq/lc_grants/lc_idle (its
--- last claim; lc_grants is job, token, job, token... as F.encode_list); wait_seq/wait_offer
--- while idle. mname maps names to ids; mexp orders machines by expiry.
+-- expiry pairs in MemStore's order, F.encode_list; see F.leases_of), registered_at, last_seen;
+-- lc_seq/lc_grants/lc_idle/lc_at (its last claim: lc_grants lists the jobs it leased,
+-- comma-separated; lc_at is its store time); wait_seq/wait_offer while idle. mname maps names to ids; mexp orders machines by expiry.
 
 function F.profile_of(r)
   local existing = redis.call('HGET', P .. 'profkey', r.profile_key)
@@ -36,7 +36,7 @@ function F.register(r)
     redis.call('HSET', mk, 'pool', r.pool, 'gpus', F.fmt(r.gpus), 'gpu_model', r.gpu_model,
       'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost, 'profile', F.fmt(pid),
       'state', 'ready', 'expires', F.fmt(expires), 'last_seen', F.fmt(NOW))
-    redis.call('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle')
+    redis.call('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle', 'lc_at')
   else
     local n = F.meta('machines')
     if n >= C.max_machines then return F.full('machines', C.max_machines) end
