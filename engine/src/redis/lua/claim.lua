@@ -196,7 +196,9 @@ function F.claim(r)
   -- The machine's own writes go in one HSET at the end.
   local fields = F.mark_alive(id, pid)
   -- A promoted job may have woken this very machine: then its wait fields are read afresh.
-  local promoted = F.promote_due(C.reap_batch)
+  -- With nothing delayed there is nothing to look up (the reaper looks every pass anyway).
+  local promoted = 0
+  if F.counter('delayed') > 0 then promoted = F.promote_due(C.reap_batch) end
   F.stop_waiting(id, promoted == 0 and {m[5], m[6]} or nil)
   local out, granted, idle = F.grant_best(id, pid, r.offer)
   local n = #fields
