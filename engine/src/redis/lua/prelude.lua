@@ -14,6 +14,25 @@
 -- Functions live in one table F: Lua 5.1 allows a function only 60 upvalues.
 local F = {}
 
+-- Redis runs a function with its globals behind a metatable (an empty table whose __index is
+-- the real globals), so every global name costs two table lookups and a metamethod; and at
+-- load time the standard library is not reachable at all. So the globals this library uses
+-- are these locals instead, bound on its first call (F.bind_globals); its functions reach them
+-- as upvalues. `redis` is the load-time API (register_function) until then.
+local redis = redis
+local tonumber, tostring, type, ipairs, pairs, next, unpack, assert
+local string, table, math, bit, struct, cjson, cmsgpack
+local GLOBALS_BOUND = false
+
+function F.bind_globals()
+  local G = _G
+  redis, tonumber, tostring, type = G.redis, G.tonumber, G.tostring, G.type
+  ipairs, pairs, next, unpack, assert = G.ipairs, G.pairs, G.next, G.unpack, G.assert
+  string, table, math, bit = G.string, G.table, G.math, G.bit
+  struct, cjson, cmsgpack = G.struct, G.cjson, G.cmsgpack
+  GLOBALS_BOUND = true
+end
+
 -- Per call (set by F.begin): the namespace's key prefix, its meta hash, the config, the store
 -- time, the machines woken.
 local P = ''
@@ -339,6 +358,7 @@ end
 -- Sets up one call: the namespace's prefix and caches, the config, the clock. Returns a
 -- refusal (an error reply's text) if the call must not go on.
 function F.begin(keys, args)
+  if not GLOBALS_BOUND then F.bind_globals() end
   META = keys[1]
   P = string.sub(META, 1, -5)
   if args[1] ~= CONFIG_TEXT then
