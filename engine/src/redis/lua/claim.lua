@@ -101,14 +101,6 @@ function F.grant(job)
   return {job, rec.token, rec.attempt, rec.deadline, F.specs({job})[1], F.class(cid).key}
 end
 
--- Leases `job` (spec `spec`, of the class whose key is `key`) to `machine`. Returns the grant.
--- The caller counts the leases.
-function F.lease(job, machine, key, spec)
-  local token, attempt, deadline, expiry = F.lease_run(job, machine)
-  F.add_lease(machine, job, expiry)
-  return {job, token, attempt, deadline, spec, key}
-end
-
 -- The answer to a claim seen before: its grants whose leases still stand. `granted`: the jobs
 -- it leased, comma-separated; `at`: its store time. A lease to this machine that started then
 -- is the one that claim granted (a machine's next lease of a job needs its next claim), so the
@@ -220,10 +212,6 @@ function F.grant_best(id, pid, o)
   local out = {'claimed', 0}
   local granted = {}
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  local function lease(job, key, spec)
-    out[#out + 1] = F.lease(job, id, key, spec)
-    granted[#granted + 1] = F.fmtm(job)
-  end
   -- out holds 'claimed', the idle flag, then one grant each.
   while #out - 2 < C.max_grants do
     local cid, job, alone, only = F.best_class(pid, left, nonempty)
@@ -243,13 +231,13 @@ function F.grant_best(id, pid, o)
       F.runs_load(jobs)
       local specs = F.specs(jobs)
       left = F.offer_after_n(left, c, #jobs)
-      for i = 1, #jobs do lease(jobs[i], c.key, specs[i]) end
+      F.lease_runs(jobs, id, specs, c.key, out, granted)
       F.count('leased', #jobs)
       if emptied then nonempty = F.without(nonempty, cid) end
     else
       if F.unqueue(job, cid, alone) then nonempty = F.without(nonempty, cid) end
       left = F.offer_after(left, c)
-      lease(job, c.key, F.specs({job})[1])
+      F.lease_runs({job}, id, F.specs({job}), c.key, out, granted)
       F.count('leased', 1)
     end
   end

@@ -181,13 +181,9 @@ end
 
 -- The common case of `complete`: a live lease's success, on its packed record (F.succeed_run).
 -- Returns true, or nil (nothing changed) for the general path to answer.
+-- Records the success of job `id`'s live lease `token`; returns whether there was one.
 function F.succeed(id, token)
-  local machine = F.succeed_run(id, token)
-  if not machine then return nil end
-  F.drop_lease(machine, id)
-  F.finished_later(id)
-  F.count_success()
-  return true
+  return F.succeed_runs({id, token}, 1) == nil
 end
 
 -- Consecutive successful completes of a batch, as the codec gathers them (codec/encode.rs):
@@ -195,20 +191,18 @@ end
 -- usual case, and one value to pack where a list took one per job), else 1 for each success
 -- recorded and the reply `complete` gives for each other.
 function F.succeed_all(r)
-  local leases, out = r.leases, nil
-  for i = 1, #leases, 2 do
-    local job, token = tonumber(leases[i]), tonumber(leases[i + 1])
-    if F.succeed(job, token) then
-      if out then out[#out + 1] = 1 end
-    else
-      if not out then
-        out = {}
-        for k = 1, (i - 1) / 2 do out[k] = 1 end
-      end
-      out[#out + 1] = F.complete({job = job, token = token, outcome = 'succeeded'})
-    end
+  local leases = r.leases
+  local stop = F.succeed_runs(leases, 1)
+  if not stop then return #leases / 2 end
+  local out = {}
+  while stop do
+    for _ = #out + 1, (stop - 1) / 2 do out[#out + 1] = 1 end
+    local job, token = tonumber(leases[stop]), tonumber(leases[stop + 1])
+    out[#out + 1] = F.complete({job = job, token = token, outcome = 'succeeded'})
+    stop = F.succeed_runs(leases, stop + 2)
   end
-  return out or #leases / 2
+  for _ = #out + 1, #leases / 2 do out[#out + 1] = 1 end
+  return out
 end
 
 -- The record of a live lease `token` on job `id`; or nil and the reply that ends the request

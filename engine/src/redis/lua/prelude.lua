@@ -139,8 +139,8 @@ end
 
 -- Successes are counted apart: they are most of what a busy call counts.
 local SUCCESSES = 0
-function F.count_success()
-  SUCCESSES = SUCCESSES + 1
+function F.count_successes(n)
+  SUCCESSES = SUCCESSES + n
 end
 
 -- Writes the gathered counter changes, and the clock if it moved; call before reading counters
@@ -177,7 +177,7 @@ end
 -- flush, `finished_at:job,job,...` (oldest first; F.purge_finished), where an entry per job
 -- cost a string and a list node each.
 function F.finished_later(id)
-  FINISHED[#FINISHED + 1] = F.fmtm(id)
+  FINISHED[#FINISHED + 1] = FMT[id] or F.fmtm(id)
 end
 
 -- Lists of numbers as stored (msgpack: C-speed both ways, where text took a string.format and
@@ -216,7 +216,7 @@ function F.set_leases(id, list)
 end
 
 -- Where each of machine `id`'s leases stands in its list: job -> index of the job. Kept up to
--- date by F.add_lease and F.drop_lease for the rest of the call.
+-- date by F.append_leases and F.drop_lease for the rest of the call.
 function F.lease_positions(id)
   local at = MLEASES_AT[id]
   if at then return at end
@@ -227,29 +227,28 @@ function F.lease_positions(id)
   return at
 end
 
-function F.add_lease(id, job, expiry)
-  local list = F.leases_of(id)
-  local n = #list
-  list[n + 1], list[n + 2] = job, expiry
-  local at = MLEASES_AT[id]
-  if at then at[job] = n + 1 end
+-- Machine `id`'s lease list and where its leases stand (nil if no one asked this call), for a
+-- loop that appends job, expiry pairs to the list and keeps the positions up to date: a claim
+-- appends a lease per job, and a call per lease cost more than the append.
+function F.append_leases(id)
   F.leases_changed(id)
+  return F.leases_of(id), MLEASES_AT[id]
 end
 
 -- Takes `job` out of machine `id`'s lease list, as MemStore's swap_remove does it: the last
 -- lease takes the removed one's place.
 function F.drop_lease(id, job)
-  local at = F.lease_positions(id)
+  local at = MLEASES_AT[id] or F.lease_positions(id)
   local i = at[job]
   if not i then return end
-  local list = F.leases_of(id)
+  local list = MLEASES[id]
   local n = #list
   local last = list[n - 1]
   list[i], list[i + 1] = last, list[n]
   list[n - 1], list[n] = nil, nil
   at[last] = i
   at[job] = nil
-  F.leases_changed(id)
+  MLEASES_DIRTY[id], EXPIRY_DIRTY[id] = true, true
 end
 
 -- The earliest expiry in a lease list, or nil for an empty one.
