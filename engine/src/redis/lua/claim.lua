@@ -90,7 +90,10 @@ end
 -- The specs of `jobs`, in one read.
 function F.specs(jobs)
   local fields = {}
-  for i = 1, #jobs do fields[i] = F.fmtm(jobs[i]) end
+  for i = 1, #jobs do
+    local id = jobs[i]
+    fields[i] = FMT[id] or F.fmtm(id)
+  end
   return redis.call('HMGET', P .. 'spec', unpack(fields))
 end
 

@@ -179,8 +179,6 @@ function F.forget_progress(id)
   redis.call('HDEL', F.jkey(id), 'pct', 'msg')
 end
 
--- The common case of `complete`: a live lease's success, on its packed record (F.succeed_run).
--- Returns true, or nil (nothing changed) for the general path to answer.
 -- Records the success of job `id`'s live lease `token`; returns whether there was one.
 function F.succeed(id, token)
   return F.succeed_runs({id, token}, 1) == nil

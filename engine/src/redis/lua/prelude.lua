@@ -64,8 +64,9 @@ function F.empty(t)
   return {}
 end
 
--- F.fmt, remembered for this call: for numbers a call formats again and again (job ids, times
--- that follow NOW).
+-- F.fmt, remembered across calls (a number's text never changes), up to FMT_LIMIT numbers:
+-- job ids are formatted when a claim leases them and again when their outcomes come in. Hot
+-- loops look in FMT themselves (`FMT[id] or F.fmtm(id)`): the call cost more than the lookup.
 local FMT = {}
 local FMT_COUNT = 0
 local FMT_LIMIT = 8192

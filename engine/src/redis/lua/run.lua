@@ -50,7 +50,7 @@ function F.runs_load(ids)
     local id = ids[i]
     if RUNS[id] == nil then
       n = n + 1
-      want[n], fields[n] = id, F.fmtm(id)
+      want[n], fields[n] = id, FMT[id] or F.fmtm(id)
     end
   end
   if n == 0 then return end
@@ -175,9 +175,10 @@ function F.flush_runs()
   if next(RUNS_DIRTY) == nil and next(RUNS_GONE) == nil then return end
   local set, gone = {}, {}
   local n = 0
-  for id in pairs(RUNS_DIRTY) do
+  for id, _ in pairs(RUNS_DIRTY) do
     local r = RUNS[id]
-    set[n + 1], set[n + 2] = F.fmtm(id), type(r) == 'string' and r or F.pack_run(r)
+    if type(r) ~= 'string' then r = F.pack_run(r) end
+    set[n + 1], set[n + 2] = FMT[id] or F.fmtm(id), r
     n = n + 2
   end
   for id in pairs(RUNS_GONE) do gone[#gone + 1] = F.fmt(id) end
