@@ -6,7 +6,7 @@ use drover_engine::redis::{RedisStore, DATA_LAYOUT};
 use drover_engine::runtime::SharedStore;
 use drover_engine::runtime::StoreError;
 use drover_engine::store::conformance::{job, machine, offer};
-use drover_engine::store::{Reply, Request};
+use drover_engine::store::{Refusal, Reply, Request};
 use drover_engine::testing::redis::RedisServer;
 
 async fn submit(store: &RedisStore, gpus: u32) {
@@ -113,4 +113,50 @@ async fn a_namespace_of_another_layout_is_refused_not_misread() {
         Err(StoreError::Script(message)) => assert!(message.contains("layout 999"), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// Class queues fold the priority into the score beside the id (exact below 2^46): near that
+/// limit they still order by priority, then id; past it a submission is refused, not misfiled.
+#[tokio::test]
+async fn queues_order_by_priority_then_id_up_to_the_id_limit() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "ids", EngineConfig::default())
+        .await
+        .expect("connect");
+    submit(&store, 1).await; // id 1, priority 50
+    let limit: u64 = 1 << 46;
+    raw(
+        &server,
+        &["HSET", "{ids}:meta", "next_job", &(limit - 4).to_string()],
+    );
+    let mut ids = Vec::new();
+    for priority in [10, 90, 10] {
+        let mut spec = job(1, 0);
+        spec.priority = priority;
+        match store.apply(Request::Submit(Box::new(spec))).await {
+            Ok(Ok(Reply::Submitted { job, .. })) => ids.push(job.0),
+            other => panic!("submit: {other:?}"),
+        }
+    }
+    assert_eq!(ids, [limit - 3, limit - 2, limit - 1]);
+    match store.apply(Request::Submit(Box::new(job(1, 0)))).await {
+        Ok(Err(Refusal::Full { what, limit: l })) => assert_eq!((what, l), ("job ids", limit)),
+        other => panic!("a submission past the id limit: {other:?}"),
+    }
+    let Ok(Ok(Reply::Registered { machine })) = store
+        .apply(Request::Register(Box::new(machine("m", 4, 80))))
+        .await
+    else {
+        panic!("register")
+    };
+    let claim = Request::Claim {
+        machine,
+        seq: 1,
+        offer: offer(4, 80),
+    };
+    let order: Vec<u64> = match store.apply(claim).await {
+        Ok(Ok(Reply::Claimed { grants, .. })) => grants.iter().map(|g| g.job.0).collect(),
+        other => panic!("claim: {other:?}"),
+    };
+    assert_eq!(order, [limit - 2, 1, limit - 3, limit - 1]);
 }

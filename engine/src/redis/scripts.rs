@@ -31,7 +31,8 @@ const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
 /// 2: leases indexed per machine (`{ns}:lexp`) with lease lists as job, expiry pairs; the
 /// finished list as one entry per call, `finished_at:job,job,...`.
 /// 3: job specs kept without their requirements (codec/spec.rs); a machine's last claim as the
-/// jobs it leased and its time (`lc_grants`, `lc_at`).
+/// jobs it leased and its time (`lc_grants`, `lc_at`); class queues with plain ids as members
+/// and the priority folded into the score.
 pub const DATA_LAYOUT: u32 = 3;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.

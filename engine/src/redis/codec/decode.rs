@@ -242,6 +242,7 @@ fn stats(f: &mut Fields<'_>) -> Result<Reply, StoreError> {
 fn static_what(what: &str) -> &'static str {
     match what {
         "jobs" => "jobs",
+        "job ids" => "job ids",
         "classes" => "classes",
         "machines" => "machines",
         "leases per heartbeat" => "leases per heartbeat",

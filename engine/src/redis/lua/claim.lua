@@ -74,7 +74,7 @@ function F.best_class(pid, offer, nonempty)
   for i, cid in ipairs(fits) do
     -- The head and whether anything stands behind it (then taking it empties the class).
     local head = redis.call('ZRANGE', F.qkey(cid), 0, 1, 'WITHSCORES')
-    fitting[i] = {cid, tonumber(head[1]), 100 - tonumber(head[2]), #head == 2}
+    fitting[i] = {cid, tonumber(head[1]), F.priority_of_score(tonumber(head[2])), #head == 2}
   end
   local best, best_score
   for _, f in ipairs(fitting) do
@@ -161,8 +161,7 @@ function F.take_heads(cid, n)
   F.count('queued', -taken)
   local emptied = #heads <= n
   if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
-  local jobs = {}
-  for i = 1, taken do jobs[i] = tonumber(heads[i]) end
+  local jobs = F.ids_of(heads, taken)
   return jobs, emptied
 end
 

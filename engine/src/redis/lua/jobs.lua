@@ -32,6 +32,7 @@ function F.submit(r)
   local cid, refusal = F.class_of(r.class)
   if not cid then return refusal end
   local id = redis.call('HINCRBY', META, 'next_job', 1)
+  if id >= F.queue_id_limit() then return F.full('job ids', F.queue_id_limit()) end
   if r.key then redis.call('HSET', P .. 'idem', r.key, F.fmt(id)) end
   local jk = F.jkey(id)
   redis.call('HSET', jk, 'class', F.fmt(cid), 'priority', F.fmt(r.priority),
@@ -54,7 +55,7 @@ function F.enqueue(id, priority, cid)
   end
   F.run(id).state = 'queued'
   F.run_changed(id)
-  redis.call('ZADD', F.qkey(cid), F.fmt(100 - priority), F.pad(id))
+  redis.call('ZADD', F.qkey(cid), F.fmt(F.queue_score(priority, id)), F.fmtm(id))
   redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
   F.count('queued', 1)
   F.wake_one_for(cid)
@@ -65,7 +66,7 @@ end
 function F.unqueue(id, cid, alone)
   cid = cid or tonumber(redis.call('HGET', F.jkey(id), 'class'))
   local q = F.qkey(cid)
-  redis.call('ZREM', q, F.pad(id))
+  redis.call('ZREM', q, F.fmtm(id))
   F.count('queued', -1)
   if alone == nil then alone = redis.call('ZCARD', q) == 0 end
   if alone then

@@ -80,6 +80,38 @@ function F.fmtm(x)
   return s
 end
 function F.pad(x) return string.format('%020d', x) end
+
+-- Ids from their decimal texts (zset members, as Redis returns them), their texts remembered as
+-- F.fmtm would have made them: a claim's jobs then need no formatting.
+function F.ids_of(texts, n)
+  local ids = {}
+  for i = 1, n do
+    local text = texts[i]
+    local id = tonumber(text)
+    ids[i] = id
+    if not FMT[id] then
+      FMT[id] = text
+      FMT_COUNT = FMT_COUNT + 1
+    end
+  end
+  return ids
+end
+
+-- Class queues order jobs by priority, then id, in one score: (100 - priority) * 2^46 + id,
+-- exact in a double while ids stay below 2^46 (F.submit refuses more). Members are the ids as
+-- plain text, which a claim takes as its jobs' texts (F.ids_of).
+local QUEUE_ID_LIMIT = 2 ^ 46
+function F.queue_score(priority, id)
+  return (100 - priority) * QUEUE_ID_LIMIT + id
+end
+
+function F.priority_of_score(score)
+  return 100 - math.floor(score / QUEUE_ID_LIMIT)
+end
+
+function F.queue_id_limit()
+  return QUEUE_ID_LIMIT
+end
 function F.jkey(id) return P .. 'j:' .. F.fmt(id) end
 function F.mkey(id) return P .. 'm:' .. F.fmt(id) end
 function F.ckey(c) return P .. 'c:' .. F.fmt(c) end
