@@ -39,6 +39,10 @@ impl<'a> Fields<'a> {
         item
     }
 
+    fn done(&self) -> bool {
+        self.at >= self.items.len()
+    }
+
     fn rest(&mut self) -> &'a [Value] {
         let rest = self.items.get(self.at..).unwrap_or(&[]);
         self.at = self.items.len();
@@ -153,25 +157,32 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
         finished_at,
         error,
         progress,
-        spec: from_stored(&spec_json, &class_key)?,
+        spec: from_stored(
+            &spec_json,
+            Arc::new(requirements_from_key(&class_key).map_err(bad)?),
+        )?,
     })
 }
 
-fn grant(value: &Value) -> Result<Grant, StoreError> {
-    let mut f = Fields::of(value)?;
-    let job = JobId(f.u64()?);
-    let token = Token(f.u64()?);
-    let attempt = f.u32()?;
-    let deadline = Time(f.u64()?);
-    let spec_json = f.str()?;
-    let class_key = f.str()?;
-    Ok(Grant {
-        job,
-        token,
-        attempt,
-        deadline,
-        spec: from_stored(&spec_json, &class_key)?,
-    })
+/// A claim's grants, in runs of one class and deadline: the class key, the deadline and their
+/// number, then job, token, attempt and spec for each.
+fn grant_runs(f: &mut Fields<'_>) -> Result<Vec<Grant>, StoreError> {
+    let mut grants = Vec::new();
+    while !f.done() {
+        let key = f.str()?;
+        let requirements = Arc::new(requirements_from_key(&key).map_err(bad)?);
+        let deadline = Time(f.u64()?);
+        for _ in 0..f.u64()? {
+            grants.push(Grant {
+                job: JobId(f.u64()?),
+                token: Token(f.u64()?),
+                attempt: f.u32()?,
+                deadline,
+                spec: from_stored(&f.str()?, requirements.clone())?,
+            });
+        }
+    }
+    Ok(grants)
 }
 
 fn machine_view(value: &Value) -> Result<MachineView, StoreError> {
@@ -329,7 +340,7 @@ fn reply(value: &Value, request: &Request) -> Result<Result<Reply, Refusal>, Sto
         }
         "claimed" => {
             let idle = f.u64()? != 0;
-            let grants = f.rest().iter().map(grant).collect::<Result<_, _>>()?;
+            let grants = grant_runs(&mut f)?;
             Reply::Claimed { grants, idle }
         }
         "recorded" => Reply::Recorded {

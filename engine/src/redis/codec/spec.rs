@@ -4,8 +4,7 @@
 //! the reply), and Redis's Lua hashes every byte of every string it makes: the whole spec with
 //! its requirements spelled out was 220 bytes for an empty payload, this is about 30.
 
-use super::encode::requirements_from_key;
-use crate::core::{JobSpec, Span};
+use crate::core::{JobSpec, Requirements, Span};
 use crate::runtime::StoreError;
 use std::sync::Arc;
 
@@ -25,18 +24,20 @@ pub fn stored(spec: &JobSpec) -> String {
     serde_json::to_string(&fields).expect("a tuple of strings and numbers serializes")
 }
 
-/// The spec kept as `text`, with the requirements of its class (which an out-of-memory retry
-/// may have raised since it was submitted).
-pub fn from_stored(text: &str, class_key: &str) -> Result<Arc<JobSpec>, StoreError> {
+/// The spec kept as `text`, with `requirements`, its class's (which an out-of-memory retry may
+/// have raised since it was submitted).
+pub fn from_stored(
+    text: &str,
+    requirements: Arc<Requirements>,
+) -> Result<Arc<JobSpec>, StoreError> {
     let (kind, payload, priority, max_attempts, timeout, idempotency_key): Read =
         serde_json::from_str(text)
             .map_err(|e| StoreError::Decode(format!("stored job spec {text:?}: {e}")))?;
-    let requirements = requirements_from_key(class_key).map_err(StoreError::Decode)?;
     Ok(Arc::new(JobSpec {
         kind,
         payload,
         priority,
-        requirements: Arc::new(requirements),
+        requirements,
         max_attempts,
         timeout: Span(timeout),
         idempotency_key,
@@ -46,11 +47,6 @@ pub fn from_stored(text: &str, class_key: &str) -> Result<Arc<JobSpec>, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Requirements;
-
-    fn class_key_of(requirements: &Requirements) -> String {
-        super::super::encode::class_key(requirements)
-    }
 
     #[test]
     fn a_spec_reads_back_as_it_was_stored() {
@@ -66,28 +62,21 @@ mod tests {
         spec.timeout = Span(90_000_000);
         spec.idempotency_key = Some("order-17".into());
         let text = stored(&spec);
-        assert_eq!(
-            *from_stored(&text, &class_key_of(&requirements)).unwrap(),
-            spec
-        );
+        assert_eq!(*from_stored(&text, requirements.clone()).unwrap(), spec);
         spec.idempotency_key = None;
         let text = stored(&spec);
         assert!(text.ends_with(",null]"), "{text}");
-        assert_eq!(
-            *from_stored(&text, &class_key_of(&requirements)).unwrap(),
-            spec
-        );
+        assert_eq!(*from_stored(&text, requirements.clone()).unwrap(), spec);
     }
 
     #[test]
     fn a_spec_not_in_the_stored_form_is_a_decode_error_naming_it() {
-        let key = class_key_of(&Requirements::default());
         for text in [
             "{\"kind\":\"noop\"}",
             "[\"noop\",\"\",50]",
             "[\"noop\",\"\",300,3,1,null]",
         ] {
-            match from_stored(text, &key) {
+            match from_stored(text, Arc::default()) {
                 Err(StoreError::Decode(message)) => {
                     assert!(message.contains(&format!("{text:?}")), "{message}")
                 }

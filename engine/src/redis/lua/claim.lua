@@ -97,11 +97,15 @@ function F.specs(jobs)
   return redis.call('HMGET', P .. 'spec', unpack(fields))
 end
 
--- A live lease's grant again (a repeated claim): {job, token, attempt, deadline, spec, class key}.
-function F.grant(job)
+-- Appends a live lease's grant again (a repeated claim) to `out`, as a run of its own
+-- (F.lease_runs).
+function F.grant_again(out, job)
   local rec = F.run(job)
   local cid = tonumber(redis.call('HGET', F.jkey(job), 'class'))
-  return {job, rec.token, rec.attempt, rec.deadline, F.specs({job})[1], F.class(cid).key}
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3] = F.class(cid).key, rec.deadline, 1
+  out[n + 4], out[n + 5], out[n + 6], out[n + 7] = job, rec.token, rec.attempt,
+    F.specs({job})[1]
 end
 
 -- The answer to a claim seen before: its grants whose leases still stand. `granted`: the jobs
@@ -114,7 +118,7 @@ function F.repeat_claim(id, granted, idle, at)
     local job = tonumber(text)
     local rec = F.run(job)
     if rec and rec.state == 'leased' and rec.machine == id and rec.started_at == at then
-      out[#out + 1] = F.grant(job)
+      F.grant_again(out, job)
     end
   end
   return out
@@ -214,8 +218,8 @@ function F.grant_best(id, pid, o)
   local out = {'claimed', 0}
   local granted = {}
   local nonempty = redis.call('ZRANGE', P .. 'nonempty', 0, -1)
-  -- out holds 'claimed', the idle flag, then one grant each.
-  while #out - 2 < C.max_grants do
+  -- out holds 'claimed', the idle flag, then the grants in runs (F.lease_runs).
+  while #granted < C.max_grants do
     local cid, job, alone, only = F.best_class(pid, left, nonempty)
     if not cid then
       -- A machine whose GPUs are all taken now is busy, not idle: it claims again when one
@@ -229,7 +233,7 @@ function F.grant_best(id, pid, o)
       -- The only class that fits: its heads go in turn while they fit. No other class can
       -- start to fit as the offer shrinks, so one read takes them all.
       local jobs, emptied =
-        F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - (#out - 2)))
+        F.take_heads(cid, F.fits_in_turn(c, left, C.max_grants - #granted))
       F.runs_load(jobs)
       local specs = F.specs(jobs)
       left = F.offer_after_n(left, c, #jobs)

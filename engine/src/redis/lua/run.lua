@@ -90,12 +90,17 @@ end
 
 -- Leases queued jobs `ids` (of one class, whose key is `key`; `specs[i]` is job i's spec) to
 -- `machine`: the claim's hot loop, whole, since a call per step cost more than the step.
--- Appends each grant {job, token, attempt, deadline, spec, key} to `out` and each job (as
--- text) to `granted`. The caller counts the leases.
+-- Appends the grants to `out` as one run: the class key, the deadline and their number, then
+-- job, token, attempt and spec for each (a table per grant, and the key and deadline in each,
+-- were most of what a claim's reply cost). Appends each job (as text) to `granted`. The caller
+-- counts the leases.
 function F.lease_runs(ids, machine, specs, key, out, granted)
   local deadline = NOW + C.lease_ttl
   local list, at = F.append_leases(machine)
   local n = #list
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3] = key, deadline, #ids
+  o = o + 3
   for i = 1, #ids do
     local id = ids[i]
     local _, attempt, token, recorded, _, _, _, timeout, _, finished_at, progress =
@@ -112,7 +117,8 @@ function F.lease_runs(ids, machine, specs, key, out, granted)
     list[n + 1], list[n + 2] = id, attempt_deadline < deadline and attempt_deadline or deadline
     if at then at[id] = n + 1 end
     n = n + 2
-    out[#out + 1] = {id, token, attempt, deadline, specs[i], key}
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, token, attempt, specs[i]
+    o = o + 4
     granted[#granted + 1] = FMT[id] or F.fmtm(id)
   end
 end
