@@ -622,6 +622,24 @@ pub fn cases() -> Vec<Case> {
             .claim(0, 3, offer(1, 24))
             .expect(granted(1))
             .step(|_| Request::ListMachines { limit: 10 }),
+        // 150 leases are 300 numbers in the machine's lease list: more than RedisStore packs
+        // in one piece.
+        Case::new("a machine holding hundreds of leases is lost with all of them")
+            .register("a", 0, 24)
+            .then(|case| (0..150).fold(case, |case, _| case.submit(job(0, 0))))
+            .then(|case| (1..=10).fold(case, |case, seq| case.claim(0, seq, offer(0, 24))))
+            .step(|_| Request::ListMachines { limit: 10 })
+            .at(40)
+            .reap()
+            .expect(|_, r, _| match r {
+                Ok(Reply::Reaped(report))
+                    if report.machines_lost == 1 && report.requeued == 150 =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("expected one lost, 150 requeued: {other:?}")),
+            })
+            .step(|_| Request::ListMachines { limit: 10 }),
         Case::new("expired leases are reaped; the job runs again")
             .with_config(|c| c.machine_ttl = Span::from_secs(600))
             .register("a", 1, 24)

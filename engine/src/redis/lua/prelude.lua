@@ -213,16 +213,48 @@ function F.finished_later(id)
   FINISHED[#FINISHED + 1] = FMT[id] or F.fmtm(id)
 end
 
--- Lists of numbers as stored (msgpack: C-speed both ways, where text took a string.format and
--- a tonumber per number); '' or nil is the empty list.
+-- Lists of numbers as stored: doubles packed by the struct library, where cmsgpack took twice
+-- the work each way; '' or nil is the empty list. Packed NUMBERS_CHUNK at a time, since a C
+-- call takes only a few thousand values.
+local NUMBERS_CHUNK = 256
+local NUMBERS_FORMATS = {}
+local function numbers_format(n)
+  local format = NUMBERS_FORMATS[n]
+  if not format then
+    format = '<' .. string.rep('d', n)
+    NUMBERS_FORMATS[n] = format
+  end
+  return format
+end
+
 function F.decode_list(bytes)
   if not bytes or bytes == '' then return {} end
-  return cmsgpack.unpack(bytes)
+  local n = #bytes / 8
+  local list = {}
+  for from = 1, n, NUMBERS_CHUNK do
+    local k = F.min(NUMBERS_CHUNK, n - from + 1)
+    local chunk = {struct.unpack(numbers_format(k), bytes, (from - 1) * 8 + 1)}
+    if from == 1 and k == n then
+      chunk[n + 1] = nil
+      return chunk
+    end
+    for i = 1, k do list[from + i - 1] = chunk[i] end
+  end
+  return list
 end
 
 function F.encode_list(list)
-  if #list == 0 then return '' end
-  return cmsgpack.pack(list)
+  local n = #list
+  if n <= NUMBERS_CHUNK then
+    if n == 0 then return '' end
+    return struct.pack(numbers_format(n), unpack(list))
+  end
+  local parts = {}
+  for from = 1, n, NUMBERS_CHUNK do
+    local to = F.min(from + NUMBERS_CHUNK - 1, n)
+    parts[#parts + 1] = struct.pack(numbers_format(to - from + 1), unpack(list, from, to))
+  end
+  return table.concat(parts)
 end
 
 -- A machine's leases as job, expiry pairs, in MemStore's Vec order (swap_remove keeps that order
