@@ -1,8 +1,9 @@
 -- The machine registry (mem/machines.rs). A machine is a hash m:<id>: name, pool, gpus,
 -- gpu_model, mem, disk, cost, profile, state (ready | lost | gone), expires, leases (job,
 -- expiry pairs in MemStore's order, packed doubles (F.encode_list); see F.leases_of),
--- registered_at, last_seen; lc_seq/lc_grants/lc_idle/lc_at (its last claim: lc_grants lists the jobs it leased,
--- comma-separated; lc_at is its store time); wait_seq/wait_offer while idle. mname maps names to ids; mexp orders machines by expiry.
+-- registered_at, last_seen; lc_seq/lc_grants/lc_idle/lc_at (its last claim: lc_grants lists
+-- the jobs it leased, comma-separated; lc_at is its store time); wait_seq/wait_offer while
+-- idle. mname maps names to ids; mexp orders machines by expiry.
 
 function F.profile_of(r)
   local existing = redis.call('HGET', P .. 'profkey', r.profile_key)
