@@ -7,7 +7,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `{ns}:meta` | hash | counters: next_job, seq, last_machine, clock, epoch, layout, classes, profiles, machines, job counts, totals (`t_*`); test_clock |
+//! | `{ns}:meta` | hash | `hot` (the clock, job counts and the submitted and succeeded totals, packed: lua/prelude.lua), next_job, seq, last_machine, epoch, layout, classes, profiles, machines, other totals (`t_*`); test_clock |
 //! | `{ns}:j:<job>` | hash | a job's fields that seldom change (see lua/jobs.lua) |
 //! | `{ns}:run` | hash | job -> its run record: state, attempt, tokens, lease (see lua/run.lua) |
 //! | `{ns}:spec` | hash | job -> its spec as the client sent it |

@@ -32,7 +32,7 @@ const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
 /// finished list as one entry per call, `finished_at:job,job,...`.
 /// 3: job specs kept without their requirements (codec/spec.rs); a machine's last claim as the
 /// jobs it leased and its time (`lc_grants`, `lc_at`); class queues with plain ids as members
-/// and the priority folded into the score.
+/// and the priority folded into the score; the clock and hot counters packed in `meta.hot`.
 pub const DATA_LAYOUT: u32 = 3;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.

@@ -45,9 +45,12 @@ end
 
 function F.stats(r)
   F.flush_counts()
-  local counts = redis.call('HMGET', META, 'queued', 'delayed', 'leased', 'finished')
-  local totals = redis.call('HMGET', META, 't_submitted', 't_succeeded', 't_dead',
-    't_cancelled', 't_timed_out', 't_unworkable', 't_retries', 't_revoked')
+  local counts = {F.counter('queued'), F.counter('delayed'), F.counter('leased'),
+    F.counter('finished')}
+  local totals = redis.call('HMGET', META, 't_dead', 't_cancelled', 't_timed_out',
+    't_unworkable', 't_retries', 't_revoked')
+  table.insert(totals, 1, F.counter('t_succeeded'))
+  table.insert(totals, 1, F.counter('t_submitted'))
   local classes = {}
   for _, cs in ipairs(redis.call('ZRANGE', P .. 'nonempty', 0, -1)) do
     local cid = tonumber(cs)
