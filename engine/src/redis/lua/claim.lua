@@ -158,10 +158,10 @@ end
 -- queue is now empty.
 function F.take_heads(cid, n)
   local q = F.qkey(cid)
-  local heads = redis.call('ZRANGE', q, '0', F.fmt(n))
+  local heads = redis.call('ZRANGE', q, '0', F.fmtm(n))
   local taken = F.min(n, #heads)
   assert(taken > 0, 'take_heads: the queue of a non-empty class is empty')
-  redis.call('ZREMRANGEBYRANK', q, '0', F.fmt(taken - 1))
+  redis.call('ZREMRANGEBYRANK', q, '0', F.fmtm(taken - 1))
   F.count('queued', -taken)
   local emptied = #heads <= n
   if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end

@@ -64,10 +64,13 @@ function F.empty(t)
   return {}
 end
 
--- F.fmt, remembered across calls (a number's text never changes), up to FMT_LIMIT numbers:
--- job ids are formatted when a claim leases them and again when their outcomes come in. Hot
--- loops look in FMT themselves (`FMT[id] or F.fmtm(id)`): the call cost more than the lookup.
+-- F.fmt and F.pad, remembered across calls (a number's text never changes), up to FMT_LIMIT
+-- numbers: string.format costs more than most of what a call does with its result, and the
+-- same ids (a job leased, then succeeded; a machine claiming again) and small counts come
+-- back call after call. Hot loops look in FMT themselves (`FMT[id] or F.fmtm(id)`): the call
+-- cost more than the lookup.
 local FMT = {}
+local PADS = {}
 local FMT_COUNT = 0
 local FMT_LIMIT = 8192
 function F.fmtm(x)
@@ -79,7 +82,15 @@ function F.fmtm(x)
   end
   return s
 end
-function F.pad(x) return string.format('%020d', x) end
+function F.pad(x)
+  local s = PADS[x]
+  if not s then
+    s = string.format('%020d', x)
+    PADS[x] = s
+    FMT_COUNT = FMT_COUNT + 1
+  end
+  return s
+end
 
 -- Ids from their decimal texts (zset members, as Redis returns them), their texts remembered as
 -- F.fmtm would have made them: a claim's jobs then need no formatting.
@@ -112,12 +123,12 @@ end
 function F.queue_id_limit()
   return QUEUE_ID_LIMIT
 end
-function F.jkey(id) return P .. 'j:' .. F.fmt(id) end
-function F.mkey(id) return P .. 'm:' .. F.fmt(id) end
-function F.ckey(c) return P .. 'c:' .. F.fmt(c) end
-function F.qkey(c) return P .. 'c:' .. F.fmt(c) .. ':q' end
-function F.pkey(p) return P .. 'p:' .. F.fmt(p) end
-function F.wkey(p) return P .. 'w:' .. F.fmt(p) end
+function F.jkey(id) return P .. 'j:' .. F.fmtm(id) end
+function F.mkey(id) return P .. 'm:' .. F.fmtm(id) end
+function F.ckey(c) return P .. 'c:' .. F.fmtm(c) end
+function F.qkey(c) return P .. 'c:' .. F.fmtm(c) .. ':q' end
+function F.pkey(p) return P .. 'p:' .. F.fmtm(p) end
+function F.wkey(p) return P .. 'w:' .. F.fmtm(p) end
 function F.min(a, b) if a < b then return a end return b end
 function F.max(a, b) if a > b then return a end return b end
 
@@ -450,7 +461,7 @@ function F.begin(keys, args)
   SUCCESSES = 0
   MLEASES, MLEASES_DIRTY = F.empty(MLEASES), F.empty(MLEASES_DIRTY)
   EXPIRY_DIRTY, MLEASES_AT = F.empty(EXPIRY_DIRTY), F.empty(MLEASES_AT)
-  if FMT_COUNT > FMT_LIMIT then FMT, FMT_COUNT = {}, 0 end
+  if FMT_COUNT > FMT_LIMIT then FMT, PADS, FMT_COUNT = {}, {}, 0 end
   F.runs_reset()
 end
 
