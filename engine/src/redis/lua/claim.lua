@@ -89,7 +89,7 @@ end
 
 -- The specs of `jobs`, in one read.
 function F.specs(jobs)
-  local fields = {}
+  local fields = F.sized(#jobs)
   for i = 1, #jobs do
     local id = jobs[i]
     fields[i] = FMT[id] or F.fmtm(id)

@@ -57,6 +57,16 @@ local CONFIG_TEXT = nil
 
 function F.fmt(x) return string.format('%d', x) end
 
+-- A table whose array part has room for `n` values already (each false until set): a loop
+-- that fills it by index then never makes room as it goes, where Lua 5.1 grows an array by
+-- rehashing it at every power of two. (A constructor sizes its array for what unpack gives it.)
+local FALSES = {}
+for i = 1, 256 do FALSES[i] = false end
+function F.sized(n)
+  if n > 256 then return {} end
+  return {unpack(FALSES, 1, n)}
+end
+
 -- `t` again if it is empty (F.flush leaves most per-call tables so), else a new table: an
 -- empty call spent a sixth of its work making and collecting a dozen tables.
 function F.empty(t)
@@ -95,7 +105,7 @@ end
 -- Ids from their decimal texts (zset members, as Redis returns them), their texts remembered as
 -- F.fmtm would have made them: a claim's jobs then need no formatting.
 function F.ids_of(texts, n)
-  local ids = {}
+  local ids = F.sized(n)
   for i = 1, n do
     local text = texts[i]
     local id = tonumber(text)

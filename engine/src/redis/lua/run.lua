@@ -45,7 +45,7 @@ end
 
 -- Reads the records of `ids` (job ids) not read yet this call, in one HMGET.
 function F.runs_load(ids)
-  local want, fields, n = {}, {}, 0
+  local want, fields, n = F.sized(#ids), F.sized(#ids), 0
   for i = 1, #ids do
     local id = ids[i]
     if RUNS[id] == nil then
@@ -54,7 +54,7 @@ function F.runs_load(ids)
     end
   end
   if n == 0 then return end
-  local texts = redis.call('HMGET', P .. 'run', unpack(fields))
+  local texts = redis.call('HMGET', P .. 'run', unpack(fields, 1, n))
   for i = 1, n do RUNS[want[i]] = texts[i] or false end
 end
 
