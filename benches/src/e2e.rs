@@ -12,7 +12,7 @@ use drover_engine::redis::RedisStore;
 use drover_engine::runtime::{AgentDriver, DriverOptions, SharedStore};
 use drover_engine::store::{Reply, Request};
 use drover_engine::testing::redis::RedisServer;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,10 @@ pub struct Args {
     /// How often to poll the store for completion, in ms (a profiled server counts each poll).
     #[arg(long, default_value_t = 20)]
     poll_ms: u64,
+    /// Runs of Drover and the peer, alternating on the same Redis. The report gives every round
+    /// and the median of each figure: on a shared machine one run can meet a busy moment.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 /// Completes at once: the bench measures the scheduler, not the work.
@@ -52,8 +56,13 @@ impl Executor for Noop {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    if args.jobs == 0 || args.agents == 0 || args.slots == 0 {
-        bail!("--jobs, --agents and --slots must be above 0");
+    if args.jobs == 0 || args.agents == 0 || args.slots == 0 || args.rounds == 0 {
+        bail!("--jobs, --agents, --slots and --rounds must be above 0");
+    }
+    if let Some(name) = &args.peer {
+        if name != "bullmq" {
+            bail!("--peer {name:?}: the only peer is bullmq");
+        }
     }
     let _private;
     let url = match &args.redis {
@@ -65,27 +74,31 @@ pub async fn run(args: Args) -> Result<()> {
             url
         }
     };
-    let drover = drover(&url, &args).await?;
-    let mut report = json!({
-        "jobs": args.jobs,
-        "agents": args.agents,
-        "slots_per_agent": args.slots,
-        "jobs_per_sec": drover.jobs_per_sec,
-        "submit_per_sec": drover.submit_per_sec,
-        "claim_p50_ms": drover.claim_p50_ms,
-        "claim_p99_ms": drover.claim_p99_ms,
-        "claim_round_trips": drover.claims,
-        "redis_cpu_us_per_job": drover.redis_cpu_us_per_job,
-    });
-    if let Some(name) = &args.peer {
-        if name != "bullmq" {
-            bail!("--peer {name:?}: the only peer is bullmq");
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let drover = drover(&url, &args, round).await?;
+        let mut report = json!({
+            "jobs_per_sec": drover.jobs_per_sec,
+            "submit_per_sec": drover.submit_per_sec,
+            "claim_p50_ms": drover.claim_p50_ms,
+            "claim_p99_ms": drover.claim_p99_ms,
+            "claim_round_trips": drover.claims,
+            "redis_cpu_us_per_job": drover.redis_cpu_us_per_job,
+        });
+        if args.peer.is_some() {
+            let peer = peer::bullmq(&url, args.jobs, args.agents * args.slots)?;
+            let peer_rate = peer["jobs_per_sec"].as_f64().context("peer jobs_per_sec")?;
+            report["ratio_vs_peer"] = json!(drover.jobs_per_sec / peer_rate);
+            report["peer"] = peer;
         }
-        let peer = peer::bullmq(&url, args.jobs, args.agents * args.slots)?;
-        let ratio =
-            drover.jobs_per_sec / peer["jobs_per_sec"].as_f64().context("peer jobs_per_sec")?;
-        report["peer"] = peer;
-        report["ratio_vs_peer"] = json!(ratio);
+        rounds.push(report);
+    }
+    let mut report = summary(&rounds);
+    report["jobs"] = json!(args.jobs);
+    report["agents"] = json!(args.agents);
+    report["slots_per_agent"] = json!(args.slots);
+    if args.rounds > 1 {
+        report["rounds"] = json!(rounds);
     }
     if args.json {
         println!("{report}");
@@ -93,6 +106,43 @@ pub async fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// One round's report as it is, or, for several, the median of each figure (the peer's too).
+fn summary(rounds: &[Value]) -> Value {
+    if let [only] = rounds {
+        return only.clone();
+    }
+    let median = |pick: &dyn Fn(&Value) -> Option<f64>| {
+        let mut values: Vec<f64> = rounds.iter().filter_map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => Value::Null,
+            n if n % 2 == 1 => json!(values[n / 2]),
+            n => json!((values[n / 2 - 1] + values[n / 2]) / 2.0),
+        }
+    };
+    let mut report = json!({});
+    for key in [
+        "jobs_per_sec",
+        "submit_per_sec",
+        "claim_p50_ms",
+        "claim_p99_ms",
+        "claim_round_trips",
+        "redis_cpu_us_per_job",
+        "ratio_vs_peer",
+    ] {
+        report[key] = median(&|r: &Value| r[key].as_f64());
+    }
+    report["claim_round_trips"] = json!(report["claim_round_trips"].as_f64().map(f64::round));
+    if let Some(peer) = rounds[0].get("peer") {
+        let mut peer = peer.clone();
+        for key in ["jobs_per_sec", "submit_per_sec"] {
+            peer[key] = median(&|r: &Value| r["peer"][key].as_f64());
+        }
+        report["peer"] = peer;
+    }
+    report
 }
 
 struct DroverResult {
@@ -118,9 +168,9 @@ fn redis_cpu_seconds(url: &str) -> Result<f64> {
     Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
-async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
+async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
     let config = EngineConfig::default();
-    let namespace = format!("bench-{}", std::process::id());
+    let namespace = format!("bench-{}-{round}", std::process::id());
     let store = RedisStore::connect(url, &namespace, config.clone())
         .await
         .context("connecting")?;
@@ -139,6 +189,8 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
     let cpu_before = redis_cpu_seconds(url)?;
     let started = Instant::now();
     let config = Arc::new(config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut agents = Vec::new();
     for a in 0..args.agents {
         let spec = MachineSpec {
             name: format!("bench-agent-{a}"),
@@ -159,11 +211,19 @@ async fn drover(url: &str, args: &Args) -> Result<DroverResult> {
             executors,
             DriverOptions::default(),
         );
-        tokio::spawn(driver.run(std::future::pending()));
+        let mut stop = stop_rx.clone();
+        agents.push(tokio::spawn(driver.run(async move {
+            let _ = stop.changed().await;
+        })));
     }
     wait_all_succeeded(&store, args.jobs, Duration::from_millis(args.poll_ms)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let redis_cpu = redis_cpu_seconds(url)? - cpu_before;
+    // Drained, so that a later round's figures are not the idle agents' too.
+    let _ = stop_tx.send(true);
+    for agent in agents {
+        agent.await.context("an agent panicked")?;
+    }
     let claims = store.claims();
     Ok(DroverResult {
         jobs_per_sec: args.jobs as f64 / seconds,
