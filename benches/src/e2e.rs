@@ -134,7 +134,9 @@ fn summary(rounds: &[Value]) -> Value {
     ] {
         report[key] = median(&|r: &Value| r[key].as_f64());
     }
-    report["claim_round_trips"] = json!(report["claim_round_trips"].as_f64().map(f64::round));
+    report["claim_round_trips"] = json!(report["claim_round_trips"]
+        .as_f64()
+        .map(|n| n.round() as u64));
     if let Some(peer) = rounds[0].get("peer") {
         let mut peer = peer.clone();
         for key in ["jobs_per_sec", "submit_per_sec"] {
