@@ -53,8 +53,10 @@ function F.enqueue(id, priority, cid)
     local f = redis.call('HMGET', F.jkey(id), 'priority', 'class')
     priority, cid = tonumber(f[1]), tonumber(f[2])
   end
-  F.run(id).state = 'queued'
-  F.run_changed(id)
+  if not F.run_queued(id) then
+    F.run(id).state = 'queued'
+    F.run_changed(id)
+  end
   redis.call('ZADD', F.qkey(cid), F.fmt(F.queue_score(priority, id)), F.fmtm(id))
   redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
   F.count('queued', 1)
