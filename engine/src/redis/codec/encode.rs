@@ -117,14 +117,18 @@ fn encode_batch(requests: &[Request], config: &EngineConfig) -> Result<Wire, Ref
     })
 }
 
-/// A successful complete's job and token, as a `succeed_all` entry lists them.
+/// A successful complete's job and token, as a `succeed_all` entry lists them: numbers, which
+/// the script takes as they are. A job or token beyond 2^53 (which no live lease has) goes as a
+/// complete of its own.
 fn success(request: &Request) -> Option<[Value; 2]> {
     match request {
         Request::Complete {
             job,
             token,
             outcome: Outcome::Succeeded,
-        } => Some([id(job.0), id(token.0)]),
+        } if job.0 <= EXACT_IN_LUA && token.0 <= EXACT_IN_LUA => {
+            Some([Value::from(job.0), Value::from(token.0)])
+        }
         _ => None,
     }
 }

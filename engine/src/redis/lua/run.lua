@@ -153,18 +153,14 @@ function F.lease_runs(ids, machine, specs, key, out, granted)
 end
 
 -- Records the successes of live leases: `leases` is job, token, job, token... from index
--- `from`. The hot half of a busy agent's batch, in one loop. Returns the index of the first
--- pair that is not a live lease (those before it are recorded), or nil if none.
+-- `from` (numbers: the codec sends an id or token beyond 2^53 as a complete of its own). The
+-- hot half of a busy agent's batch, in one loop. Returns the index of the first pair that is
+-- not a live lease (those before it are recorded), or nil if none.
 function F.succeed_runs(leases, from)
   local recorded = 0
   local stop
   for i = from, #leases, 2 do
     local id, token = leases[i], leases[i + 1]
-    -- Ids beyond 2^53 arrive as text: no such job can be live.
-    if type(id) ~= 'number' or type(token) ~= 'number' then
-      stop = i
-      break
-    end
     local bytes = RUNS[id]
     if bytes == nil or type(bytes) == 'table' then bytes = F.packed_run(id) end
     if not bytes or #bytes ~= RUN_BYTES then
