@@ -3,6 +3,8 @@
 # counted by callgrind: unlike seconds, the count repeats to within ~1% on a noisy machine, so
 # it can judge a change to the Lua library. Needs valgrind and a release build of drover-bench.
 #   benches/callgrind-e2e.sh [JOBS] [AGENTS] [SLOTS]      (default 10000 4 16)
+# REDIS_SERVER names another redis-server binary (say, one built with symbols, to read the
+# profile that callgrind_annotate makes of it).
 # Prints the e2e report, then instructions per job and per claim round trip.
 set -euo pipefail
 jobs=${1:-10000}
@@ -15,7 +17,7 @@ work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/out" \
-  redis-server --port "$port" --save '' --appendonly no >"$work/valgrind.log" 2>&1 &
+  "${REDIS_SERVER:-redis-server}" --port "$port" --save '' --appendonly no >"$work/valgrind.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.3; done
 "$bench" e2e --redis "redis://127.0.0.1:$port" --jobs "$jobs" --agents "$agents" \
