@@ -6,7 +6,7 @@ use drover_engine::redis::{RedisStore, DATA_LAYOUT};
 use drover_engine::runtime::SharedStore;
 use drover_engine::runtime::StoreError;
 use drover_engine::store::conformance::{job, machine, offer};
-use drover_engine::store::{Refusal, Reply, Request};
+use drover_engine::store::{Grant, Refusal, Reply, Request};
 use drover_engine::testing::redis::RedisServer;
 
 async fn submit(store: &RedisStore, gpus: u32) {
@@ -16,8 +16,8 @@ async fn submit(store: &RedisStore, gpus: u32) {
     }
 }
 
-/// The GPUs each job granted to a fresh machine with `gpus` GPUs asks for.
-async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
+/// What a fresh machine with `gpus` GPUs is granted by its first claim.
+async fn first_claim(store: &RedisStore, gpus: u32) -> Vec<Grant> {
     let Ok(Ok(Reply::Registered { machine })) = store
         .apply(Request::Register(Box::new(machine("m", gpus, 80))))
         .await
@@ -30,11 +30,15 @@ async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
         offer: offer(gpus, 80),
     };
     match store.apply(claim).await {
-        Ok(Ok(Reply::Claimed { grants, .. })) => {
-            grants.iter().map(|g| g.spec.requirements.gpus).collect()
-        }
+        Ok(Ok(Reply::Claimed { grants, .. })) => grants,
         other => panic!("claim: {other:?}"),
     }
+}
+
+/// The GPUs each job granted to a fresh machine with `gpus` GPUs asks for.
+async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
+    let grants = first_claim(store, gpus).await;
+    grants.iter().map(|g| g.spec.requirements.gpus).collect()
 }
 
 fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
@@ -143,20 +147,10 @@ async fn queues_order_by_priority_then_id_up_to_the_id_limit() {
         Ok(Err(Refusal::Full { what, limit: l })) => assert_eq!((what, l), ("job ids", limit)),
         other => panic!("a submission past the id limit: {other:?}"),
     }
-    let Ok(Ok(Reply::Registered { machine })) = store
-        .apply(Request::Register(Box::new(machine("m", 4, 80))))
+    let order: Vec<u64> = first_claim(&store, 4)
         .await
-    else {
-        panic!("register")
-    };
-    let claim = Request::Claim {
-        machine,
-        seq: 1,
-        offer: offer(4, 80),
-    };
-    let order: Vec<u64> = match store.apply(claim).await {
-        Ok(Ok(Reply::Claimed { grants, .. })) => grants.iter().map(|g| g.job.0).collect(),
-        other => panic!("claim: {other:?}"),
-    };
+        .iter()
+        .map(|g| g.job.0)
+        .collect();
     assert_eq!(order, [limit - 2, 1, limit - 3, limit - 1]);
 }
