@@ -17,7 +17,7 @@ function F.class_of(r)
   return n
 end
 
--- Successes not yet folded into the counters (F.count_success) move jobs from leased to
+-- Successes not yet folded into the counters (F.count_successes) move jobs from leased to
 -- finished: the sum is the same.
 function F.live_jobs()
   return F.counter('queued') + F.counter('delayed') + F.counter('leased') + F.counter('finished')
