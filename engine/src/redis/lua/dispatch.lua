@@ -22,7 +22,9 @@ function F.prefetch_runs(requests)
   for _, r in ipairs(requests) do
     if r.job then ids[#ids + 1] = tonumber(r.job) end
     if r.op == 'succeed_all' then
-      for i = 1, #r.leases, 2 do ids[#ids + 1] = tonumber(r.leases[i]) end
+      -- Numbers already (codec/encode.rs).
+      local leases = r.leases
+      for i = 1, #leases, 2 do ids[#ids + 1] = leases[i] end
     end
     if r.op == 'heartbeat' then
       for _, lease in ipairs(r.leases) do ids[#ids + 1] = tonumber(lease[1]) end

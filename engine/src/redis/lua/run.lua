@@ -32,14 +32,18 @@ local STATE_NAMES = {'queued', 'delayed', 'leased', 'succeeded', 'dead', 'cancel
   'timed_out', 'unworkable'}
 local QUEUED, LEASED, SUCCEEDED = STATE_CODES.queued, STATE_CODES.leased, STATE_CODES.succeeded
 
--- This call's records: job id -> the record as a table (F.run), as packed bytes (as read, or
--- as a fast path below wrote it), or false for a job that does not exist.
+-- This call's records: job id -> packed bytes (as read, or as a hot path below wrote them), or
+-- false for a job that does not exist. EDITS holds the records unpacked into tables to edit
+-- (F.run): while a job has one there, its bytes in RUNS are stale. Kept apart, so that the hot
+-- paths tell a packed record from an edited one by a lookup, not a type() call per job.
 local RUNS = {}
+local EDITS = {}
 local RUNS_DIRTY = {}
 local RUNS_GONE = {}
 
 function F.runs_reset()
-  RUNS, RUNS_DIRTY, RUNS_GONE = F.empty(RUNS), F.empty(RUNS_DIRTY), F.empty(RUNS_GONE)
+  RUNS, EDITS = F.empty(RUNS), F.empty(EDITS)
+  RUNS_DIRTY, RUNS_GONE = F.empty(RUNS_DIRTY), F.empty(RUNS_GONE)
   NOW_PACKED = nil
 end
 
@@ -80,34 +84,34 @@ function F.runs_load(ids)
   for i = 1, n do RUNS[want[i]] = texts[i] or false end
 end
 
--- Job `id`'s record as this call holds it (a table, packed bytes or false), read if need be.
-local function held_run(id)
-  local r = RUNS[id]
-  if r ~= nil then return r end
-  F.runs_load({id})
-  return RUNS[id]
-end
-
 -- Job `id`'s record (a table to edit; say so with F.run_changed), or nil if there is no such job.
 function F.run(id)
-  local r = held_run(id)
-  if type(r) == 'string' then
-    r = F.unpack_run(r)
-    RUNS[id] = r
-  end
-  return r or nil
+  local r = EDITS[id]
+  if r then return r end
+  local bytes = F.packed_run(id)
+  if not bytes then return nil end
+  r = F.unpack_run(bytes)
+  EDITS[id] = r
+  return r
 end
 
--- The hot transitions, made on packed records: a claim and a success then neither build nor
--- read a table per job. A record that became a table earlier in the call is packed again first,
--- so a table from F.run is stale once one of these has run on its job.
+-- Job `id`'s record packed (read if need be), or false if there is no such job. The hot
+-- transitions are made on packed records: a claim and a success then neither build nor read a
+-- table per job. A record being edited is packed again first, so a table from F.run is stale
+-- once one of these has run on its job.
 function F.packed_run(id)
-  local r = held_run(id)
-  if type(r) == 'table' then
-    r = F.pack_run(r)
-    RUNS[id] = r
+  local r = EDITS[id]
+  if r then
+    local bytes = F.pack_run(r)
+    RUNS[id], EDITS[id] = bytes, nil
+    return bytes
   end
-  return r
+  local bytes = RUNS[id]
+  if bytes == nil then
+    F.runs_load({id})
+    bytes = RUNS[id]
+  end
+  return bytes
 end
 
 -- Leases queued jobs `ids` (of one class, whose key is `key`; `specs[i]` is job i's spec) to
@@ -125,7 +129,8 @@ function F.lease_runs(ids, machine, specs, key, out, granted)
   o = o + 3
   for i = 1, #ids do
     local id = ids[i]
-    local bytes = F.packed_run(id)
+    local bytes = RUNS[id]
+    if not bytes or EDITS[id] then bytes = F.packed_run(id) end
     local _, attempt, token, recorded, timeout, finished_at, progress
     if #bytes == NEW_BYTES then
       attempt, token, recorded, finished_at, progress = 0, 0, 0, 0, 0
@@ -162,7 +167,7 @@ function F.succeed_runs(leases, from)
   for i = from, #leases, 2 do
     local id, token = leases[i], leases[i + 1]
     local bytes = RUNS[id]
-    if bytes == nil or type(bytes) == 'table' then bytes = F.packed_run(id) end
+    if bytes == nil or EDITS[id] then bytes = F.packed_run(id) end
     if not bytes or #bytes ~= RUN_BYTES then
       stop = i
       break
@@ -189,20 +194,21 @@ function F.run_changed(id)
 end
 
 function F.run_new(id, timeout)
-  RUNS[id] = struct.pack('<d', timeout)
+  RUNS[id], EDITS[id] = struct.pack('<d', timeout), nil
   RUNS_DIRTY[id] = true
   RUNS_GONE[id] = nil
 end
 
 -- Whether job `id` (which exists) is queued, read without unpacking its record.
 function F.run_queued(id)
-  local r = held_run(id)
-  if type(r) == 'table' then return r.state == 'queued' end
-  return #r == NEW_BYTES or string.byte(r, 1) == QUEUED
+  local r = EDITS[id]
+  if r then return r.state == 'queued' end
+  local bytes = F.packed_run(id)
+  return #bytes == NEW_BYTES or string.byte(bytes, 1) == QUEUED
 end
 
 function F.run_forget(id)
-  RUNS[id] = false
+  RUNS[id], EDITS[id] = false, nil
   RUNS_DIRTY[id] = nil
   RUNS_GONE[id] = true
 end
@@ -212,8 +218,8 @@ function F.flush_runs()
   local set, gone = {}, {}
   local n = 0
   for id, _ in pairs(RUNS_DIRTY) do
-    local r = RUNS[id]
-    if type(r) ~= 'string' then r = F.pack_run(r) end
+    local r = EDITS[id]
+    r = r and F.pack_run(r) or RUNS[id]
     set[n + 1], set[n + 2] = FMT[id] or F.fmtm(id), r
     n = n + 2
   end
