@@ -5,7 +5,7 @@
 use super::encode::{requirements_from_key, Entry, Wire};
 use super::spec::from_stored;
 use crate::core::model::{JobView, Progress};
-use crate::core::{JobId, MachineId, StateName, Time, Token};
+use crate::core::{JobId, MachineId, Requirements, StateName, Time, Token};
 use crate::runtime::StoreError;
 use crate::store::request::{
     ClassDepth, Grant, JobCounts, LeaseStatus, MachineView, ReapReport, StoreStats, Totals,
@@ -126,6 +126,11 @@ fn machine_state(text: &str) -> Result<&'static str, StoreError> {
     })
 }
 
+/// The requirements a class key spells out.
+fn requirements_of(class_key: &str) -> Result<Arc<Requirements>, StoreError> {
+    Ok(Arc::new(requirements_from_key(class_key).map_err(bad)?))
+}
+
 fn job_view(value: &Value) -> Result<JobView, StoreError> {
     let mut f = Fields::of(value)?;
     let id = JobId(f.u64()?);
@@ -157,10 +162,7 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
         finished_at,
         error,
         progress,
-        spec: from_stored(
-            &spec_json,
-            Arc::new(requirements_from_key(&class_key).map_err(bad)?),
-        )?,
+        spec: from_stored(&spec_json, requirements_of(&class_key)?)?,
     })
 }
 
@@ -170,7 +172,7 @@ fn grant_runs(f: &mut Fields<'_>) -> Result<Vec<Grant>, StoreError> {
     let mut grants = Vec::new();
     while !f.done() {
         let key = f.str()?;
-        let requirements = Arc::new(requirements_from_key(&key).map_err(bad)?);
+        let requirements = requirements_of(&key)?;
         let deadline = Time(f.u64()?);
         for _ in 0..f.u64()? {
             grants.push(Grant {
@@ -218,7 +220,7 @@ fn stats(f: &mut Fields<'_>) -> Result<Reply, StoreError> {
             let mut d = Fields::of(v)?;
             Ok(ClassDepth {
                 class: d.u32()?,
-                requirements: Arc::new(requirements_from_key(&d.str()?).map_err(bad)?),
+                requirements: requirements_of(&d.str()?)?,
                 queued: d.u64()?,
             })
         })
