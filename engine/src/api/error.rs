@@ -67,7 +67,11 @@ impl From<Refusal> for ApiError {
             Refusal::Invalid(e) => e.into(),
             Refusal::UnknownJob(_) => ApiError::not_found(message),
             Refusal::Full { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, None, message),
-            _ => ApiError::new(StatusCode::CONFLICT, None, message),
+            Refusal::Failed(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, None, message),
+            Refusal::UnknownMachine(_)
+            | Refusal::MachineLost(_)
+            | Refusal::Stale { .. }
+            | Refusal::AlreadyFinished { .. } => ApiError::new(StatusCode::CONFLICT, None, message),
         }
     }
 }

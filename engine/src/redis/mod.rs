@@ -217,6 +217,45 @@ impl RedisStore {
         self.query(std::mem::take(&mut cmd)).await.map(|_| ())
     }
 
+    /// TESTS ONLY: marks the namespace as a test namespace, the only kind where failures may
+    /// be injected (`inject_failure`).
+    pub async fn mark_test_namespace(&self) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("HSET");
+        cmd.arg(&self.inner.meta_key).arg("test_namespace").arg(1);
+        self.query(cmd).await.map(|_| ())
+    }
+
+    /// TESTS ONLY: every call raises right after its `after_write`-th logged write (`None`
+    /// disarms), and must leave the namespace as it was (lua/prelude.lua, the write
+    /// discipline). Refused unless the namespace is marked as a test namespace; the library
+    /// refuses an armed failure there too.
+    pub async fn inject_failure(&self, after_write: Option<u32>) -> Result<(), StoreError> {
+        let mut cmd = match after_write {
+            Some(n) => {
+                let mut marked = ::redis::cmd("HGET");
+                marked.arg(&self.inner.meta_key).arg("test_namespace");
+                let marked: Option<String> =
+                    ::redis::from_redis_value(self.query(marked).await?)
+                        .map_err(|e| StoreError::Decode(format!("test_namespace: {e}")))?;
+                if marked.as_deref() != Some("1") {
+                    return Err(StoreError::Script(format!(
+                        "failure injection refused: namespace {:?} is not a test namespace",
+                        self.inner.namespace
+                    )));
+                }
+                let mut c = ::redis::cmd("HSET");
+                c.arg(&self.inner.meta_key).arg("test_fail").arg(n);
+                c
+            }
+            None => {
+                let mut c = ::redis::cmd("HDEL");
+                c.arg(&self.inner.meta_key).arg("test_fail");
+                c
+            }
+        };
+        self.query(std::mem::take(&mut cmd)).await.map(|_| ())
+    }
+
     /// Sends one plain command on the request connection.
     async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
         self.query_raw(&cmd).await.map_err(store_error)

@@ -257,6 +257,18 @@ pub fn run(case: &Case, target: &mut dyn Target) -> Result<(), String> {
     Ok(())
 }
 
+/// Applies `case` step by step through `apply` (given the step's index, store time and
+/// request), learning ids from its answers as `run` does: for harnesses that do more around
+/// each request than a `Target` (tests/redis_atomic.rs injects failures).
+pub fn drive(case: &Case, mut apply: impl FnMut(usize, Time, &Request) -> Result<Reply, Refusal>) {
+    let mut ctx = Ctx::default();
+    for (i, step) in case.steps.iter().enumerate() {
+        let request = (step.make)(&ctx);
+        let reply = apply(i, step.at, &request);
+        ctx.learn(&reply);
+    }
+}
+
 /// Applies `case` to a fresh MemStore and to `target` in lockstep: every reply and every
 /// wake-up must be identical, and the case's checks must hold.
 pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {

@@ -265,4 +265,9 @@ pub enum Refusal {
     AlreadyFinished { job: JobId, state: StateName },
     #[error("store full: {what} is at its limit of {limit}")]
     Full { what: &'static str, limit: u64 },
+    /// The store failed while applying this request (a script error: a bug, or data it cannot
+    /// read) and undid everything the request had written: nothing of it was applied. Sent
+    /// again, it will most likely fail the same way. MemStore never answers this.
+    #[error("the store failed applying the request and undid it: {0}")]
+    Failed(String),
 }

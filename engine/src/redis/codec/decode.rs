@@ -290,6 +290,7 @@ fn refusal(f: &mut Fields<'_>, request: &Request) -> Result<Refusal, StoreError>
             job: job.ok_or_else(missing)?,
             state: state_name(&f.str()?)?,
         },
+        "failed" => Refusal::Failed(f.str()?),
         "full" => Refusal::Full {
             what: static_what(&f.str()?),
             limit: f.u64()?,
@@ -398,6 +399,8 @@ fn ungroup<'a>(replies: &'a [Value], entries: &[Entry]) -> Result<Vec<&'a Value>
             Entry::Successes(n) if *reply == Value::Int(*n as i64) => {
                 out.extend(std::iter::repeat_n(&*RECORDED_SUCCEEDED, *n));
             }
+            // The entry failed as a whole (undone): each of its successes is answered so.
+            Entry::Successes(n) if is_refusal(reply) => out.extend(std::iter::repeat_n(reply, *n)),
             Entry::Successes(n) => {
                 let items = Fields::of(reply)?.rest();
                 if items.len() != *n {
@@ -411,6 +414,11 @@ fn ungroup<'a>(replies: &'a [Value], entries: &[Entry]) -> Result<Vec<&'a Value>
         }
     }
     Ok(out)
+}
+
+/// Whether `reply` is a refusal (`{'err', code, ...}`, prelude.lua's F.err).
+fn is_refusal(reply: &Value) -> bool {
+    matches!(reply, Value::Array(items) if items.first() == Some(&Value::BulkString(b"err".to_vec())))
 }
 
 /// Decodes `{reply, woken machines}` for `request`; `wire.early` holds the refusals judged before

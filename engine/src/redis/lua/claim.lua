@@ -5,15 +5,13 @@
 -- Waiting machines looked at per profile before a wake-up gives up on that profile.
 local WAKE_SCAN = 32
 
-function F.start_waiting(id, offer)
-  local seq = redis.call('HINCRBY', META, 'seq', 1)
-  local mk = F.mkey(id)
-  local pid = tonumber(redis.call('HGET', mk, 'profile'))
-  redis.call('HSET', mk, 'wait_seq', F.fmt(seq), 'wait_offer', F.offer_string(offer))
-  redis.call('ZADD', F.wkey(pid), seq, F.pad(id))
-  redis.call('ZADD', P .. 'waitp', pid, F.fmt(pid))
+function F.start_waiting(id, offer, pid)
+  local seq = F.incr(META, 'seq')
+  F.wk('HSET', F.mkey(id), 'wait_seq', F.fmt(seq), 'wait_offer', F.offer_string(offer))
+  F.w('ZADD', F.wkey(pid), seq, F.pad(id))
+  F.w('ZADD', P .. 'waitp', pid, F.fmt(pid))
   -- A wake-up left from before this wait is stale: the claim just looked at every queue.
-  redis.call('DEL', P .. 'wake:' .. F.fmt(id))
+  F.wk('DEL', P .. 'wake:' .. F.fmt(id))
 end
 
 -- `known`: the machine's {wait_seq, profile} fields if the caller read them already.
@@ -23,9 +21,9 @@ function F.stop_waiting(id, known)
   if not f[1] then return end
   local pid = tonumber(f[2])
   local line = F.wkey(pid)
-  redis.call('ZREM', line, F.pad(id))
-  if redis.call('ZCARD', line) == 0 then redis.call('ZREM', P .. 'waitp', F.fmt(pid)) end
-  redis.call('HDEL', mk, 'wait_seq', 'wait_offer')
+  F.w('ZREM', line, F.pad(id))
+  if redis.call('ZCARD', line) == 0 then F.w('ZREM', P .. 'waitp', F.fmt(pid)) end
+  F.wk('HDEL', mk, 'wait_seq', 'wait_offer')
 end
 
 -- Wakes the machine that has waited longest among those whose last offer fits class `cid`,
@@ -50,9 +48,9 @@ function F.wake_one_for(cid)
   if not chosen then return end
   F.stop_waiting(chosen)
   local wake = P .. 'wake:' .. F.fmt(chosen)
-  redis.call('DEL', wake)
-  redis.call('RPUSH', wake, '1')
-  redis.call('PEXPIRE', wake, C.wake_ttl_ms)
+  F.wk('DEL', wake)
+  F.wk('RPUSH', wake, '1')
+  F.wk('PEXPIRE', wake, C.wake_ttl_ms)
   WAKES[#WAKES + 1] = chosen
 end
 
@@ -155,18 +153,23 @@ function F.offer_after_n(offer, c, n)
 end
 
 -- Takes up to `n` heads of class `cid`'s queue in one step. Returns their ids and whether the
--- queue is now empty.
+-- queue is now empty. The heads are read with their scores, which say how to put them back.
 function F.take_heads(cid, n)
   local q = F.qkey(cid)
-  local heads = redis.call('ZRANGE', q, '0', F.fmtm(n))
-  local taken = F.min(n, #heads)
+  local heads = redis.call('ZRANGE', q, '0', F.fmtm(n), 'WITHSCORES')
+  local taken = F.min(n, #heads / 2)
   assert(taken > 0, 'take_heads: the queue of a non-empty class is empty')
-  redis.call('ZREMRANGEBYRANK', q, '0', F.fmtm(taken - 1))
+  local texts, restore = F.sized(taken), {'ZADD', q}
+  for i = 1, taken do
+    local member = heads[2 * i - 1]
+    texts[i] = member
+    restore[2 * i + 1], restore[2 * i + 2] = heads[2 * i], member
+  end
+  F.w_known({restore}, 'ZREMRANGEBYRANK', q, '0', F.fmtm(taken - 1))
   F.count('queued', -taken)
-  local emptied = #heads <= n
-  if emptied then redis.call('ZREM', P .. 'nonempty', F.fmt(cid)) end
-  local jobs = F.ids_of(heads, taken)
-  return jobs, emptied
+  local emptied = #heads / 2 <= n
+  if emptied then F.unmark_nonempty(cid) end
+  return F.ids_of(texts, taken), emptied
 end
 
 function F.without(list, cid)
@@ -181,7 +184,7 @@ function F.claim(r)
   local id = tonumber(r.machine)
   local mk = F.mkey(id)
   local m = redis.call('HMGET', mk, 'state', 'lc_seq', 'lc_grants', 'lc_idle', 'wait_seq',
-    'profile', 'lc_at')
+    'profile', 'lc_at', 'last_seen', 'expires', 'leases')
   if not m[1] then return F.err('unknown_machine') end
   if m[1] ~= 'ready' then return F.err('machine_lost') end
   local seq = tonumber(r.seq)
@@ -191,8 +194,9 @@ function F.claim(r)
     if seq < last then return {'claimed', 0} end
   end
   local pid = tonumber(m[6])
+  F.leases_known(id, m[10])
   -- The machine's own writes go in one HSET at the end.
-  local fields = F.mark_alive(id, pid)
+  local fields = F.mark_alive(id, pid, m[9])
   -- A promoted job may have woken this very machine: then its wait fields are read afresh.
   -- With nothing delayed there is nothing to look up (the reaper looks every pass anyway).
   local promoted = 0
@@ -205,8 +209,9 @@ function F.claim(r)
   fields[n + 5], fields[n + 6] = 'lc_idle', idle and '1' or '0'
   fields[n + 7], fields[n + 8] = 'lc_at', NOW_S
   F.take_leases_write(id, fields)
-  redis.call('HSET', mk, unpack(fields))
-  if idle then F.start_waiting(id, idle) end
+  F.hset_known(mk, {last_seen = m[8], expires = m[9], lc_seq = m[2], lc_grants = m[3],
+    lc_idle = m[4], lc_at = m[7], leases = m[10]}, fields)
+  if idle then F.start_waiting(id, idle, pid) end
   return out
 end
 

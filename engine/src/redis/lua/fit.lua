@@ -87,7 +87,7 @@ function F.allows(cid, pid)
   local v = redis.call('HGET', key, F.fmt(pid))
   if not v then
     v = F.profile_allows(F.class(cid), F.profile(pid)) and '2' or '1'
-    redis.call('HSET', key, F.fmt(pid), v)
+    F.w('HSET', key, F.fmt(pid), v)
   end
   ALLOWS[memo] = v == '2'
   return v == '2'

@@ -9,9 +9,9 @@ function F.class_of(r)
   if existing then return tonumber(existing) end
   local n = F.meta('classes')
   if n >= C.max_classes then return nil, F.full('classes', C.max_classes) end
-  redis.call('HSET', META, 'classes', F.fmt(n + 1))
-  redis.call('HSET', P .. 'classkey', r.key, F.fmt(n))
-  redis.call('HSET', F.ckey(n), 'key', r.key, 'gpus', F.fmt(r.gpus), 'mem', F.fmt(r.mem),
+  F.wk('HSET', META, 'classes', F.fmt(n + 1))
+  F.w('HSET', P .. 'classkey', r.key, F.fmt(n))
+  F.wk('HSET', F.ckey(n), 'key', r.key, 'gpus', F.fmt(r.gpus), 'mem', F.fmt(r.mem),
     'disk', F.fmt(r.disk), 'models', r.models, 'gpu_models', r.gpu_models,
     'labels', r.labels, 'not_labels', r.not_labels)
   return n
@@ -31,16 +31,20 @@ function F.submit(r)
   if F.live_jobs() >= C.max_jobs then return F.full('jobs', C.max_jobs) end
   local cid, refusal = F.class_of(r.class)
   if not cid then return refusal end
-  local id = redis.call('HINCRBY', META, 'next_job', 1)
+  local id = tonumber(redis.call('HGET', META, 'next_job') or '0') + 1
   if id >= F.queue_id_limit() then return F.full('job ids', F.queue_id_limit()) end
-  if r.key then redis.call('HSET', P .. 'idem', r.key, F.fmt(id)) end
+  F.incr(META, 'next_job')
+  local ids = F.fmt(id)
+  if r.key then F.w_known({{'HDEL', P .. 'idem', r.key}}, 'HSET', P .. 'idem', r.key, ids) end
+  -- The id is new (next_job only grows): nothing of the job exists yet to put back.
   local jk = F.jkey(id)
-  redis.call('HSET', jk, 'class', F.fmt(cid), 'priority', F.fmt(r.priority),
-    'max_attempts', F.fmt(r.max_attempts), 'submitted_at', NOW_S)
-  if r.key then redis.call('HSET', jk, 'key', r.key) end
-  redis.call('HSET', P .. 'spec', F.fmt(id), r.spec)
+  local fields = {'class', F.fmt(cid), 'priority', F.fmt(r.priority), 'max_attempts',
+    F.fmt(r.max_attempts), 'submitted_at', NOW_S}
+  if r.key then fields[9], fields[10] = 'key', r.key end
+  F.w_known({{'DEL', jk}}, 'HSET', jk, unpack(fields))
+  F.w_known({{'HDEL', P .. 'spec', ids}}, 'HSET', P .. 'spec', ids, r.spec)
   F.run_new(id, r.timeout)
-  redis.call('ZADD', P .. 'jobs', F.fmt(id), F.pad(id))
+  F.w_known({{'ZREM', P .. 'jobs', F.pad(id)}}, 'ZADD', P .. 'jobs', ids, F.pad(id))
   F.count('t_submitted', 1)
   F.enqueue(id, r.priority, cid)
   return {'submitted', id, 1}
@@ -57,8 +61,10 @@ function F.enqueue(id, priority, cid)
     F.run(id).state = 'queued'
     F.run_changed(id)
   end
-  redis.call('ZADD', F.qkey(cid), F.fmt(F.queue_score(priority, id)), F.fmtm(id))
-  redis.call('ZADD', P .. 'nonempty', cid, F.fmt(cid))
+  -- A job being enqueued is in no queue: putting back is taking it out.
+  local q = F.qkey(cid)
+  F.w_known({{'ZREM', q, F.fmtm(id)}}, 'ZADD', q, F.fmt(F.queue_score(priority, id)), F.fmtm(id))
+  F.w('ZADD', P .. 'nonempty', cid, F.fmt(cid))
   F.count('queued', 1)
   F.wake_one_for(cid)
 end
@@ -68,14 +74,20 @@ end
 function F.unqueue(id, cid, alone)
   cid = cid or tonumber(redis.call('HGET', F.jkey(id), 'class'))
   local q = F.qkey(cid)
-  redis.call('ZREM', q, F.fmtm(id))
+  F.w('ZREM', q, F.fmtm(id))
   F.count('queued', -1)
   if alone == nil then alone = redis.call('ZCARD', q) == 0 end
   if alone then
-    redis.call('ZREM', P .. 'nonempty', F.fmt(cid))
+    F.unmark_nonempty(cid)
     return true
   end
   return false
+end
+
+-- Class `cid`'s queue is empty now. Its score in {ns}:nonempty is its id, always.
+function F.unmark_nonempty(cid)
+  local text = F.fmt(cid)
+  F.w_known({{'ZADD', P .. 'nonempty', text, text}}, 'ZREM', P .. 'nonempty', text)
 end
 
 -- Removes a job's live lease from every index; the caller decides what comes next. The job
@@ -91,7 +103,9 @@ function F.settle(id, next)
   if next.delay == 0 then return F.enqueue(id) end
   F.run(id).state = 'delayed'
   F.run_changed(id)
-  redis.call('ZADD', P .. 'delayed', NOW + next.delay, F.pad(id))
+  -- A job being delayed is not in the delayed set yet.
+  F.w_known({{'ZREM', P .. 'delayed', F.pad(id)}}, 'ZADD', P .. 'delayed', NOW + next.delay,
+    F.pad(id))
   F.count('delayed', 1)
 end
 
@@ -123,7 +137,7 @@ function F.cancel(r)
   if state == 'queued' then
     F.unqueue(id)
   elseif state == 'delayed' then
-    redis.call('ZREM', P .. 'delayed', F.pad(id))
+    F.w('ZREM', P .. 'delayed', F.pad(id))
     F.count('delayed', -1)
   elseif state == 'leased' then
     F.end_lease(id)
@@ -164,7 +178,7 @@ function F.raise_gpu_mem(id, needed)
   local cid = F.class_of({key = F.fmt(needed) .. '|' .. c.rest, gpus = c.gpus, mem = needed,
     disk = c.disk, models = c.models_json, gpu_models = c.gpu_models_json,
     labels = c.labels_json, not_labels = c.not_labels_json})
-  if cid then redis.call('HSET', jk, 'class', F.fmt(cid)) end
+  if cid then F.wk('HSET', jk, 'class', F.fmt(cid)) end
 end
 
 function F.max_attempts(id)
@@ -179,7 +193,7 @@ function F.clear_progress(id, rec)
 end
 
 function F.forget_progress(id)
-  redis.call('HDEL', F.jkey(id), 'pct', 'msg')
+  F.wk('HDEL', F.jkey(id), 'pct', 'msg')
 end
 
 -- Records the success of job `id`'s live lease `token`; returns whether there was one.
@@ -228,7 +242,7 @@ function F.complete(r)
   F.run_changed(id)
   F.end_lease(id)
   if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
-  redis.call('HSET', F.jkey(id), 'error', r.error)
+  F.wk('HSET', F.jkey(id), 'error', r.error)
   F.settle(id, F.after_attempt(id, rec.attempt, F.max_attempts(id), r.outcome))
   return {'recorded', rec.state}
 end
@@ -253,7 +267,7 @@ function F.progress(r)
   if rec.state ~= 'leased' or rec.token ~= tonumber(r.token) then
     return F.err('stale')
   end
-  redis.call('HSET', F.jkey(id), 'pct', F.fmt(r.percent), 'msg', r.message)
+  F.wk('HSET', F.jkey(id), 'pct', F.fmt(r.percent), 'msg', r.message)
   rec.progress = 1
   F.run_changed(id)
   return {'progress'}

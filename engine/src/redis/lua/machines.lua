@@ -9,9 +9,9 @@ function F.profile_of(r)
   local existing = redis.call('HGET', P .. 'profkey', r.profile_key)
   if existing then return tonumber(existing) end
   local n = F.meta('profiles')
-  redis.call('HSET', META, 'profiles', F.fmt(n + 1))
-  redis.call('HSET', P .. 'profkey', r.profile_key, F.fmt(n))
-  redis.call('HSET', F.pkey(n), 'gpus', F.fmt(r.gpus), 'model', r.gpu_model,
+  F.wk('HSET', META, 'profiles', F.fmt(n + 1))
+  F.w('HSET', P .. 'profkey', r.profile_key, F.fmt(n))
+  F.wk('HSET', F.pkey(n), 'gpus', F.fmt(r.gpus), 'model', r.gpu_model,
     'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'labels', r.labels)
   return n
 end
@@ -34,42 +34,44 @@ function F.register(r)
     -- Its place in an idle line belongs to its old profile.
     F.stop_waiting(id)
     local mk = F.mkey(id)
-    redis.call('HSET', mk, 'pool', r.pool, 'gpus', F.fmt(r.gpus), 'gpu_model', r.gpu_model,
+    F.wk('HSET', mk, 'pool', r.pool, 'gpus', F.fmt(r.gpus), 'gpu_model', r.gpu_model,
       'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost, 'profile', F.fmt(pid),
       'state', 'ready', 'expires', F.fmt(expires), 'last_seen', F.fmt(NOW))
-    redis.call('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle', 'lc_at')
+    F.wk('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle', 'lc_at')
   else
     local n = F.meta('machines')
     if n >= C.max_machines then return F.full('machines', C.max_machines) end
     -- Ids follow the store clock as well as counting up, so that a store that lost its data
     -- never hands a live agent's old id to another machine.
     id = F.max(F.meta('last_machine') + 1, NOW)
-    redis.call('HSET', META, 'last_machine', F.fmt(id), 'machines', F.fmt(n + 1))
-    redis.call('HSET', P .. 'mname', r.name, F.fmt(id))
-    redis.call('HSET', F.mkey(id), 'name', r.name, 'pool', r.pool, 'gpus', F.fmt(r.gpus),
+    F.wk('HSET', META, 'last_machine', F.fmt(id), 'machines', F.fmt(n + 1))
+    F.w('HSET', P .. 'mname', r.name, F.fmt(id))
+    F.wk('HSET', F.mkey(id), 'name', r.name, 'pool', r.pool, 'gpus', F.fmt(r.gpus),
       'gpu_model', r.gpu_model, 'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost,
       'profile', F.fmt(pid), 'state', 'ready', 'expires', F.fmt(expires), 'leases', '',
       'registered_at', F.fmt(NOW), 'last_seen', F.fmt(NOW))
-    redis.call('ZADD', P .. 'machines', id, F.pad(id))
+    F.w('ZADD', P .. 'machines', id, F.pad(id))
   end
-  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
-  redis.call('HSET', F.pkey(pid), 'last_seen', F.fmt(NOW))
+  F.w('ZADD', P .. 'mexp', expires, F.pad(id))
+  F.profile_seen(pid)
   return {'registered', id}
 end
 
 -- The machine showed it is alive: push back its expiry.
 function F.touch(id)
   local mk = F.mkey(id)
-  local pid = tonumber(redis.call('HGET', mk, 'profile'))
-  redis.call('HSET', mk, unpack(F.mark_alive(id, pid)))
+  local f = redis.call('HMGET', mk, 'profile', 'last_seen', 'expires')
+  F.hset_known(mk, {last_seen = f[2], expires = f[3]}, F.mark_alive(id, tonumber(f[1]), f[3]))
 end
 
 -- F.touch but for the machine's own fields, which it returns ({field, value, ...}) for the
--- caller to write with its own.
-function F.mark_alive(id, pid)
+-- caller to write with its own. `was`: its expiry before (as stored), for the undo.
+function F.mark_alive(id, pid, was)
   local expires = F.fmt(NOW + C.machine_ttl)
-  redis.call('ZADD', P .. 'mexp', expires, F.pad(id))
-  redis.call('HSET', F.pkey(pid), 'last_seen', NOW_S)
+  local member = F.pad(id)
+  local undo = was and {'ZADD', P .. 'mexp', was, member} or {'ZREM', P .. 'mexp', member}
+  F.w_known({undo}, 'ZADD', P .. 'mexp', expires, member)
+  F.profile_seen(pid)
   return {'last_seen', NOW_S, 'expires', expires}
 end
 
@@ -113,8 +115,8 @@ end
 function F.retire(id, state)
   F.stop_waiting(id)
   local mk = F.mkey(id)
-  redis.call('ZREM', P .. 'mexp', F.pad(id))
-  redis.call('HSET', mk, 'state', state)
+  F.w('ZREM', P .. 'mexp', F.pad(id))
+  F.wk('HSET', mk, 'state', state)
   local leases = F.leases_of(id)
   F.set_leases(id, {})
   local requeued, ended = 0, 0

@@ -21,6 +21,7 @@ local F = {}
 -- as upvalues. `redis` is the load-time API (register_function) until then.
 local redis = redis
 local tonumber, tostring, type, ipairs, pairs, next, unpack, assert
+local select, error, pcall
 local string, table, math, bit, struct, cjson, cmsgpack
 local GLOBALS_BOUND = false
 
@@ -28,6 +29,7 @@ function F.bind_globals()
   local G = _G
   redis, tonumber, tostring, type = G.redis, G.tonumber, G.tostring, G.type
   ipairs, pairs, next, unpack, assert = G.ipairs, G.pairs, G.next, G.unpack, G.assert
+  select, error, pcall = G.select, G.error, G.pcall
   string, table, math, bit = G.string, G.table, G.math, G.bit
   struct, cjson, cmsgpack = G.struct, G.cjson, G.cmsgpack
   GLOBALS_BOUND = true
@@ -146,6 +148,221 @@ function F.meta(field)
   return tonumber(redis.call('HGET', META, field) or '0')
 end
 
+-- =============================================================================================
+-- THE WRITE DISCIPLINE. Read this before writing to Redis from this library.
+--
+-- Redis keeps whatever a function wrote before it raised an error: there is no rollback. A
+-- request is all-or-nothing by these rules, and by no other:
+--
+-- 1. Every write goes through F.w (a key holding a collection: a hash of all jobs, a queue, an
+--    index; undone a field or member at a time), F.wk (a key holding one small thing: meta, a
+--    job's or a machine's hash, a wake list; undone by restoring the whole key), or F.w_known
+--    (a hot path that read the prior values already and says how to undo), or is gathered in
+--    this call's buffers (run records, lease lists, counters, the finished list, the journal)
+--    for the flush. Never `redis.call` a write anywhere else.
+-- 2. Until the final flush, each write first notes how to undo it (UNDO). If anything raises
+--    (a bug, an assert, a Redis error, an injected test failure), dispatch.lua plays UNDO
+--    backwards, drops the call's buffers and the namespace's caches, and answers that request
+--    `failed`: nothing it wrote remains. The other requests of a batch are applied again
+--    without it.
+-- 3. The final flush (F.flush_final) first gathers every write it will make, packing what must
+--    be packed, and only then writes: nothing can raise once its first write is made. Its
+--    writes are not logged.
+-- 4. Every logged write is a step (F.step): a test marks a namespace with
+--    `meta.test_namespace = 1` and arms `meta.test_fail = N` to raise right after the N-th
+--    write of a call, then checks the namespace is exactly as it was (tests/redis_atomic.rs).
+--    Production never sets these; a namespace not marked refuses an armed failure.
+-- =============================================================================================
+local UNDO = {}
+-- Small keys already saved whole this call (F.wk).
+local SAVED = {}
+local LOGGING = true
+local STEPS = 0
+-- The write after which to raise (tests only), and whether this FCALL raised it already (a
+-- batch applied again must not meet it twice).
+local FAIL_AT = nil
+local FAIL_FIRED = false
+
+-- Counts a logged write; raises after the armed one.
+function F.step(cmd, key)
+  STEPS = STEPS + 1
+  if STEPS == FAIL_AT then
+    FAIL_AT, FAIL_FIRED = nil, true
+    error('injected failure after write ' .. STEPS .. ' (' .. cmd .. ' ' ..
+      string.sub(key, #P + 1) .. ')', 0)
+  end
+end
+
+local function undo_later(command)
+  UNDO[#UNDO + 1] = command
+end
+
+-- How to undo a write to a collection, per command, read before the write is made.
+local UNDO_OF = {}
+
+function UNDO_OF.HSET(key, ...)
+  local args = {...}
+  local fields = {}
+  for i = 1, #args, 2 do fields[#fields + 1] = args[i] end
+  local old = redis.call('HMGET', key, unpack(fields))
+  local restore, absent = {'HSET', key}, {'HDEL', key}
+  for i, field in ipairs(fields) do
+    if old[i] then
+      restore[#restore + 1], restore[#restore + 2] = field, old[i]
+    else
+      absent[#absent + 1] = field
+    end
+  end
+  if #restore > 2 then undo_later(restore) end
+  if #absent > 2 then undo_later(absent) end
+end
+
+function UNDO_OF.HDEL(key, ...)
+  local fields = {...}
+  local old = redis.call('HMGET', key, unpack(fields))
+  local restore = {'HSET', key}
+  for i, field in ipairs(fields) do
+    if old[i] then restore[#restore + 1], restore[#restore + 2] = field, old[i] end
+  end
+  if #restore > 2 then undo_later(restore) end
+end
+
+function UNDO_OF.ZADD(key, ...)
+  local args = {...}
+  local members = {}
+  for i = 2, #args, 2 do members[#members + 1] = args[i] end
+  local old = redis.call('ZMSCORE', key, unpack(members))
+  local restore, absent = {'ZADD', key}, {'ZREM', key}
+  for i, member in ipairs(members) do
+    if old[i] then
+      restore[#restore + 1], restore[#restore + 2] = old[i], member
+    else
+      absent[#absent + 1] = member
+    end
+  end
+  if #restore > 2 then undo_later(restore) end
+  if #absent > 2 then undo_later(absent) end
+end
+
+function UNDO_OF.ZREM(key, ...)
+  local members = {...}
+  local old = redis.call('ZMSCORE', key, unpack(members))
+  local restore = {'ZADD', key}
+  for i, member in ipairs(members) do
+    if old[i] then restore[#restore + 1], restore[#restore + 2] = old[i], member end
+  end
+  if #restore > 2 then undo_later(restore) end
+end
+
+function UNDO_OF.ZREMRANGEBYRANK(key, from, to)
+  local old = redis.call('ZRANGE', key, from, to, 'WITHSCORES')
+  local restore = {'ZADD', key}
+  for i = 1, #old, 2 do restore[#restore + 1], restore[#restore + 2] = old[i + 1], old[i] end
+  if #restore > 2 then undo_later(restore) end
+end
+
+function UNDO_OF.RPUSH(key, ...)
+  undo_later({'RPOP', key, select('#', ...)})
+end
+
+function UNDO_OF.LPOP(key)
+  local old = redis.call('LINDEX', key, 0)
+  if old then undo_later({'LPUSH', key, old}) end
+end
+
+function UNDO_OF.LSET(key, index)
+  undo_later({'LSET', key, index, redis.call('LINDEX', key, index)})
+end
+
+-- Writes to a collection (rule 1).
+function F.w(cmd, key, ...)
+  if not LOGGING then return redis.call(cmd, key, ...) end
+  local undo = UNDO_OF[cmd]
+  if not undo then error('F.w cannot undo ' .. cmd .. '; use F.wk for a small key') end
+  undo(key, ...)
+  local result = redis.call(cmd, key, ...)
+  F.step(cmd, key)
+  return result
+end
+
+-- Writes to a small key, saved whole (DUMP) before its first write this call (rule 1).
+function F.wk(cmd, key, ...)
+  if not LOGGING then return redis.call(cmd, key, ...) end
+  if not SAVED[key] then
+    SAVED[key] = true
+    local dump = redis.call('DUMP', key)
+    if dump then
+      local ttl = redis.call('PTTL', key)
+      undo_later({'RESTORE', key, ttl > 0 and ttl or 0, dump, 'REPLACE'})
+    else
+      undo_later({'DEL', key})
+    end
+  end
+  local result = redis.call(cmd, key, ...)
+  F.step(cmd, key)
+  return result
+end
+
+-- A write whose undo the caller built from values it had read already: `undo` is a list of
+-- commands that, played in order, put back what the write changes (rule 1).
+function F.w_known(undo, cmd, key, ...)
+  if not LOGGING then return redis.call(cmd, key, ...) end
+  for i = 1, #undo do undo_later(undo[i]) end
+  local result = redis.call(cmd, key, ...)
+  F.step(cmd, key)
+  return result
+end
+
+-- HINCRBY by one of a small key's counter field, undone exactly (a field that did not exist
+-- is deleted again, not left at 0).
+function F.incr(key, field)
+  local value = redis.call('HINCRBY', key, field, 1)
+  if LOGGING then
+    undo_later(value == 1 and {'HDEL', key, field} or {'HINCRBY', key, field, -1})
+    F.step('HINCRBY', key)
+  end
+  return value
+end
+
+-- HSET of `fields` ({field, value, ...}) on `key`, undone from `old` (field -> its value as
+-- read, false if absent), which must name every field written.
+function F.hset_known(key, old, fields)
+  local restore, absent = {'HSET', key}, {'HDEL', key}
+  for i = 1, #fields, 2 do
+    local field = fields[i]
+    local was = old[field]
+    if was == nil then error('F.hset_known: the prior value of ' .. field .. ' was not read') end
+    if was then
+      restore[#restore + 1], restore[#restore + 2] = field, was
+    else
+      absent[#absent + 1] = field
+    end
+  end
+  local undo = {}
+  if #restore > 2 then undo[1] = restore end
+  if #absent > 2 then undo[#undo + 1] = absent end
+  F.w_known(undo, 'HSET', key, unpack(fields))
+end
+
+-- A new FCALL: the globals are bound (on the first), and an armed failure may fire once in it
+-- (tests only).
+function F.start_fcall()
+  if not GLOBALS_BOUND then F.bind_globals() end
+  FAIL_FIRED = false
+end
+
+-- After a failure: the namespace's caches may hold what the undone writes made (a class, a
+-- profile), so they are dropped.
+function F.forget_namespace_caches()
+  CACHES[P] = nil
+end
+
+-- Plays the undo log backwards (dispatch.lua, after a failure).
+function F.undo()
+  for i = #UNDO, 1, -1 do redis.call(unpack(UNDO[i])) end
+  UNDO = {}
+end
+
 -- Writes a batch repeats are gathered per call and made once (F.flush): counters, the finished
 -- list, machines' lease lists and their place in the lease expiry index. Anything that reads
 -- those keys flushes first; dispatch.lua flushes before every request that is not on the hot
@@ -165,7 +382,7 @@ local MLEASES_AT = {}
 
 -- The store clock and the counters the hot paths change, packed as doubles in one meta field,
 -- `hot` (HOT_FIELDS order): read with the other clock fields (F.clock), written back in one
--- HSET when either changed (F.flush_counts). A field each took a string and a number conversion
+-- HSET when either changed (F.gather_counts). A field each took a string and a number conversion
 -- each way per call, more than a tenth of a claim's fixed work. Other counters are meta fields
 -- of their own, added to with HINCRBY.
 local HOT_FIELDS = {'clock', 'queued', 'delayed', 'leased', 'finished', 't_submitted',
@@ -189,7 +406,7 @@ function F.count(field, delta)
   PENDING[field] = PENDING[field] + delta
 end
 
--- A hot counter's value as of now (successes not yet folded in aside: F.flush_counts).
+-- A hot counter's value as of now (successes not yet folded in aside: F.fold_successes).
 function F.counter(field)
   return HOT[field]
 end
@@ -200,23 +417,28 @@ function F.count_successes(n)
   SUCCESSES = SUCCESSES + n
 end
 
--- Writes the gathered counter changes, and the clock if it moved; call before reading counters
--- from meta.
-function F.flush_counts()
-  if SUCCESSES > 0 then
-    F.count('leased', -SUCCESSES)
-    F.count('t_succeeded', SUCCESSES)
-    F.count('finished', SUCCESSES)
-    SUCCESSES = 0
-  end
+-- Folds this call's successes into the hot counters (F.counter then tells the truth).
+function F.fold_successes()
+  if SUCCESSES == 0 then return end
+  F.count('leased', -SUCCESSES)
+  F.count('t_succeeded', SUCCESSES)
+  F.count('finished', SUCCESSES)
+  SUCCESSES = 0
+end
+
+-- Appends to `writes` the gathered counter changes, and the clock if it moved.
+function F.gather_counts(writes)
+  F.fold_successes()
   if HOT_DIRTY then
-    redis.call('HSET', META, 'hot', struct.pack(HOT_FORMAT, HOT.clock, HOT.queued, HOT.delayed,
-      HOT.leased, HOT.finished, HOT.t_submitted, HOT.t_succeeded))
+    writes[#writes + 1] = {true, 'HSET', META, 'hot', struct.pack(HOT_FORMAT, HOT.clock,
+      HOT.queued, HOT.delayed, HOT.leased, HOT.finished, HOT.t_submitted, HOT.t_succeeded)}
     HOT_DIRTY = false
   end
   if #PENDING_ORDER == 0 then return end
   for _, field in ipairs(PENDING_ORDER) do
-    if PENDING[field] ~= 0 then redis.call('HINCRBY', META, field, F.fmt(PENDING[field])) end
+    if PENDING[field] ~= 0 then
+      writes[#writes + 1] = {true, 'HINCRBY', META, field, F.fmt(PENDING[field])}
+    end
     PENDING[field] = nil
   end
   PENDING_ORDER = {}
@@ -285,6 +507,12 @@ function F.leases_of(id)
   return list
 end
 
+-- Machine `id`'s lease list as stored (`bytes`, read by the caller with other fields), unless
+-- this call holds a newer one.
+function F.leases_known(id, bytes)
+  if MLEASES[id] == nil then MLEASES[id] = F.decode_list(bytes) end
+end
+
 function F.leases_changed(id)
   MLEASES_DIRTY[id] = true
   EXPIRY_DIRTY[id] = true
@@ -341,17 +569,17 @@ function F.earliest_expiry(list)
   return min
 end
 
--- Runs `cmd key args...` over `args` in as few calls as unpack allows (Lua's C stack takes a
--- few thousand values); `step` keeps pairs together.
-function F.call_spread(cmd, key, args, step)
+-- Appends `cmd key args...` to `writes` as few commands as unpack allows (Lua's C stack
+-- takes a few thousand values); `step` keeps pairs together. `small`: F.wk's kind of key.
+function F.gather_spread(writes, small, cmd, key, args, step)
   local chunk = 4000 - 4000 % step
   for i = 1, #args, chunk do
-    redis.call(cmd, key, unpack(args, i, F.min(i + chunk - 1, #args)))
+    writes[#writes + 1] = {small, cmd, key, unpack(args, i, F.min(i + chunk - 1, #args))}
   end
 end
 
 -- {ns}:lexp orders machines by their earliest lease expiry (F.first_expired_lease).
-function F.flush_lease_index()
+function F.gather_lease_index(writes)
   if next(EXPIRY_DIRTY) == nil then return end
   local add, remove = {}, {}
   for id in pairs(EXPIRY_DIRTY) do
@@ -363,8 +591,8 @@ function F.flush_lease_index()
       remove[#remove + 1] = F.pad(id)
     end
   end
-  F.call_spread('ZADD', P .. 'lexp', add, 2)
-  F.call_spread('ZREM', P .. 'lexp', remove, 1)
+  F.gather_spread(writes, false, 'ZADD', P .. 'lexp', add, 2)
+  F.gather_spread(writes, false, 'ZREM', P .. 'lexp', remove, 1)
   EXPIRY_DIRTY = {}
 end
 
@@ -376,23 +604,62 @@ function F.take_leases_write(id, fields)
   MLEASES_DIRTY[id] = nil
 end
 
-function F.flush_machine_leases()
+function F.gather_machine_leases(writes)
   if next(MLEASES_DIRTY) == nil then return end
   for id in pairs(MLEASES_DIRTY) do
-    redis.call('HSET', F.mkey(id), 'leases', F.encode_list(MLEASES[id]))
+    writes[#writes + 1] = {true, 'HSET', F.mkey(id), 'leases', F.encode_list(MLEASES[id])}
   end
   MLEASES_DIRTY = {}
 end
 
-function F.flush()
-  F.flush_counts()
-  F.flush_lease_index()
+-- Profiles whose machines showed they are alive this call: profile -> true. Their last_seen
+-- (what F.judge_unworkable reads) is written by the flush.
+local PROFILES_SEEN = {}
+
+function F.profile_seen(pid)
+  PROFILES_SEEN[pid] = true
+end
+
+function F.gather_profiles_seen(writes)
+  if next(PROFILES_SEEN) == nil then return end
+  for pid in pairs(PROFILES_SEEN) do
+    writes[#writes + 1] = {true, 'HSET', F.pkey(pid), 'last_seen', NOW_S}
+  end
+  PROFILES_SEEN = {}
+end
+
+-- Every write this call gathered, as {small, cmd, key, args...}, packed and ready.
+function F.gather_writes()
+  local writes = {}
+  F.gather_counts(writes)
+  F.gather_lease_index(writes)
   if #FINISHED > 0 then
-    redis.call('RPUSH', P .. 'finished', NOW_S .. ':' .. table.concat(FINISHED, ','))
+    writes[#writes + 1] = {false, 'RPUSH', P .. 'finished',
+      NOW_S .. ':' .. table.concat(FINISHED, ',')}
     FINISHED = {}
   end
-  F.flush_machine_leases()
-  F.flush_runs()
+  F.gather_machine_leases(writes)
+  F.gather_profiles_seen(writes)
+  F.gather_runs(writes)
+  return writes
+end
+
+-- Writes what the call gathered so far, logged (rule 2): for a request that must read it.
+function F.flush()
+  local writes = F.gather_writes()
+  for i = 1, #writes do
+    local w = writes[i]
+    if w[1] then F.wk(unpack(w, 2)) else F.w(unpack(w, 2)) end
+  end
+end
+
+-- The call's last writes (rule 3): everything is gathered and packed, the journal entry too,
+-- before the first write; then nothing is left that can raise.
+function F.flush_final()
+  local writes = F.gather_writes()
+  F.gather_journal(writes)
+  LOGGING = false
+  for i = 1, #writes do redis.call(unpack(writes[i], 2)) end
 end
 
 -- How this library lays the namespace's data out (scripts.rs DATA_LAYOUT). A namespace records
@@ -404,10 +671,18 @@ local LAYOUT = 'DROVER_DATA_LAYOUT'
 -- never earlier than the last time any script saw, so time cannot run backwards for the store
 -- even when a failover moves it to a host whose clock is behind. Also returns the namespace's
 -- epoch (see CACHES), creating it with the layout on the first call; or nil and a refusal if
--- the namespace is in another layout. Reads the hot counters too; F.flush_counts writes the
+-- the namespace is in another layout. Reads the hot counters too; F.gather_counts writes the
 -- clock back with them.
 function F.clock()
-  local f = redis.call('HMGET', META, 'hot', 'test_clock', 'epoch', 'layout')
+  local f = redis.call('HMGET', META, 'hot', 'test_clock', 'epoch', 'layout', 'test_fail',
+    'test_namespace')
+  if f[5] then
+    if f[6] ~= '1' then
+      return nil, 'TESTONLY failure injection is armed on a namespace not marked as a test ' ..
+        'namespace: refused'
+    end
+    if not FAIL_FIRED then FAIL_AT = tonumber(f[5]) end
+  end
   local t = tonumber(f[2])
   local real
   if not t or not f[3] then
@@ -418,7 +693,7 @@ function F.clock()
   local epoch = f[3]
   if not epoch then
     epoch = F.fmt(real)
-    redis.call('HSET', META, 'epoch', epoch, 'layout', LAYOUT)
+    F.wk('HSET', META, 'epoch', epoch, 'layout', LAYOUT)
   elseif f[4] ~= LAYOUT then
     return nil, 'LAYOUT the namespace holds data in layout ' .. (f[4] or 'none') ..
       ' and this engine reads layout ' .. LAYOUT ..
@@ -443,7 +718,7 @@ end
 -- Sets up one call: the namespace's prefix and caches, the config, the clock. Returns a
 -- refusal (an error reply's text) if the call must not go on.
 function F.begin(keys, args)
-  if not GLOBALS_BOUND then F.bind_globals() end
+  UNDO, SAVED, LOGGING, STEPS, FAIL_AT = F.empty(UNDO), F.empty(SAVED), true, 0, nil
   META = keys[1]
   P = string.sub(META, 1, -5)
   if args[1] ~= CONFIG_TEXT then
@@ -469,10 +744,12 @@ function F.begin(keys, args)
   -- would be.
   PENDING, PENDING_ORDER, FINISHED = F.empty(PENDING), F.empty(PENDING_ORDER), F.empty(FINISHED)
   SUCCESSES = 0
+  PROFILES_SEEN = F.empty(PROFILES_SEEN)
   MLEASES, MLEASES_DIRTY = F.empty(MLEASES), F.empty(MLEASES_DIRTY)
   EXPIRY_DIRTY, MLEASES_AT = F.empty(EXPIRY_DIRTY), F.empty(MLEASES_AT)
   if FMT_COUNT > FMT_LIMIT then FMT, PADS, FMT_COUNT = {}, {}, 0 end
   F.runs_reset()
+  F.journal_reset()
 end
 
 function F.err(code, a, b)

@@ -6,7 +6,7 @@ function F.promote_due(max)
   if max <= 0 then return 0 end
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', F.fmt(NOW), 'LIMIT', 0, max)
   for _, m in ipairs(due) do
-    redis.call('ZREM', P .. 'delayed', m)
+    F.w('ZREM', P .. 'delayed', m)
     F.count('delayed', -1)
     F.enqueue(tonumber(m))
   end
@@ -101,9 +101,9 @@ function F.purge_finished(budget, report)
     for i = 1, n do F.forget_job(tonumber(jobs[i]), report) end
     budget = budget - n
     if n == #jobs then
-      redis.call('LPOP', P .. 'finished')
+      F.w('LPOP', P .. 'finished')
     else
-      redis.call('LSET', P .. 'finished', 0, f[1] .. ':' .. table.concat(jobs, ',', n + 1))
+      F.w('LSET', P .. 'finished', 0, f[1] .. ':' .. table.concat(jobs, ',', n + 1))
     end
   end
   return budget
@@ -113,11 +113,11 @@ end
 function F.forget_job(job, report)
   local jk = F.jkey(job)
   local key = redis.call('HGET', jk, 'key')
-  if key then redis.call('HDEL', P .. 'idem', key) end
-  redis.call('DEL', jk)
-  redis.call('HDEL', P .. 'spec', F.fmt(job))
+  if key then F.w('HDEL', P .. 'idem', key) end
+  F.wk('DEL', jk)
+  F.w('HDEL', P .. 'spec', F.fmt(job))
   F.run_forget(job)
-  redis.call('ZREM', P .. 'jobs', F.pad(job))
+  F.w('ZREM', P .. 'jobs', F.pad(job))
   F.count('finished', -1)
   report.purged = report.purged + 1
 end

@@ -1,7 +1,7 @@
 -- A job's run record: the fields that change while it runs, packed into one text per job in the
 -- hash {ns}:run. A claim of 16 jobs then reads and writes 16 records with one HMGET and one
 -- HSET, where per-job hashes took 32 calls. Records are read through and written back once per
--- call (F.flush), so every reader in a call sees every write before it.
+-- call (F.gather_runs), so every reader in a call sees every write before it.
 --
 -- Records are binary (the struct library, in C): parsing text with string.match cost more than
 -- all else a claim does. Numbers are doubles, exact for every id, token and time below 2^53.
@@ -213,7 +213,7 @@ function F.run_forget(id)
   RUNS_GONE[id] = true
 end
 
-function F.flush_runs()
+function F.gather_runs(writes)
   if next(RUNS_DIRTY) == nil and next(RUNS_GONE) == nil then return end
   local set, gone = {}, {}
   local n = 0
@@ -224,8 +224,8 @@ function F.flush_runs()
     n = n + 2
   end
   for id in pairs(RUNS_GONE) do gone[#gone + 1] = F.fmt(id) end
-  F.call_spread('HSET', P .. 'run', set, 2)
-  F.call_spread('HDEL', P .. 'run', gone, 1)
+  F.gather_spread(writes, false, 'HSET', P .. 'run', set, 2)
+  F.gather_spread(writes, false, 'HDEL', P .. 'run', gone, 1)
   RUNS_DIRTY, RUNS_GONE = {}, {}
 end
 
