@@ -163,26 +163,6 @@ fn injected_step(reply: &Result<Reply, Refusal>) -> Option<String> {
     )
 }
 
-fn kind(request: &Request) -> &'static str {
-    match request {
-        Request::Submit(_) => "submit",
-        Request::Cancel { .. } => "cancel",
-        Request::Get { .. } => "get",
-        Request::Register(_) => "register",
-        Request::Deregister { .. } => "deregister",
-        Request::Heartbeat { .. } => "heartbeat",
-        Request::Claim { .. } => "claim",
-        Request::Complete { .. } => "complete",
-        Request::Release { .. } => "release",
-        Request::Reap { .. } => "reap",
-        Request::Progress { .. } => "progress",
-        Request::ListJobs { .. } => "list_jobs",
-        Request::ListMachines { .. } => "list_machines",
-        Request::Stats => "stats",
-        Request::Batch(_) => "batch",
-    }
-}
-
 /// Applies `request` with a failure after its 1st write, then its 2nd, ... checking each time
 /// that nothing changed, until it runs with fewer writes than that and is applied.
 fn apply_failing_each_write(
@@ -206,7 +186,7 @@ fn apply_failing_each_write(
                 "{request:?} left writes behind after failing at write {n} ({step}): {diff}"
             ));
         }
-        steps.insert((kind(request), step));
+        steps.insert((request.kind(), step));
     }
     unreachable!()
 }
@@ -309,14 +289,14 @@ fn agent_batch(machine: MachineId, leases: &[(JobId, Token)]) -> Vec<Request> {
         complete(1, Outcome::Succeeded),
         complete(2, conformance::error(true)),
         Request::Heartbeat {
-            machine: machine,
+            machine,
             leases: vec![LeaseRef {
                 job: leases[3].0,
                 token: leases[3].1,
             }],
         },
         Request::Claim {
-            machine: machine,
+            machine,
             seq: 2,
             offer: conformance::offer(3, 24),
         },

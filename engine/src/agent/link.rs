@@ -35,6 +35,10 @@ pub struct Link {
     failures_in_row: u32,
     seed: u64,
     pub failures: u64,
+    /// After a fault (an error that will repeat), no request goes out before this.
+    quiet_until: Time,
+    /// Faults in a row: the quiet period doubles with each.
+    faults_in_row: u32,
 }
 
 /// What the link wants sent now.
@@ -52,6 +56,8 @@ impl Link {
             failures_in_row: 0,
             seed,
             failures: 0,
+            quiet_until: Time::ZERO,
+            faults_in_row: 0,
         }
     }
 
@@ -78,7 +84,9 @@ impl Link {
         assert!(self.current.is_none(), "one request at a time");
         self.current = Some(Current {
             request,
-            status: Status::Retry { at: Time::ZERO },
+            status: Status::Retry {
+                at: self.quiet_until,
+            },
         });
     }
 
@@ -111,6 +119,32 @@ impl Link {
             }) if *sent == id => {
                 self.breaker.on_success();
                 self.failures_in_row = 0;
+                self.faults_in_row = 0;
+                self.current.take().map(|c| c.request)
+            }
+            _ => None,
+        }
+    }
+
+    /// The store answered request `id` with an error that will repeat (a script or decode
+    /// error): the request is not resent as if its reply were lost. Returns it, and keeps the
+    /// next request back for a backoff that grows while faults continue. The store was
+    /// reached, so the breaker does not count it.
+    pub fn on_fault(&mut self, id: u64, now: Time, config: &EngineConfig) -> Option<Request> {
+        match &self.current {
+            Some(Current {
+                status: Status::Sent { id: sent, .. },
+                ..
+            }) if *sent == id => {
+                self.faults_in_row += 1;
+                let random = mix64(self.seed ^ u64::from(self.faults_in_row) ^ 0xfa17);
+                let wait = delay(
+                    config.retry_max,
+                    config.breaker_cooldown.max(config.retry_max),
+                    self.faults_in_row,
+                    random,
+                );
+                self.quiet_until = now.plus(wait);
                 self.current.take().map(|c| c.request)
             }
             _ => None,

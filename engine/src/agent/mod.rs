@@ -34,6 +34,9 @@ pub enum Input {
         id: u64,
         result: Result<Reply, Refusal>,
     },
+    /// The store answered request `id` with an error that will repeat (a script or decode
+    /// error, not a lost connection): it is dropped, not resent.
+    StoreFault { id: u64, message: String },
     /// The store signalled that work this machine fits was enqueued.
     Wake,
     /// The executor finished an attempt.
@@ -69,6 +72,13 @@ pub enum Action {
     },
     /// Deregistered after draining; the machine may go.
     Left,
+    /// The store could not apply `request` (a request kind, `Request::kind`) and will likely
+    /// fail it again: the driver logs it and counts it. An outcome dropped so is not lost: its
+    /// lease expires and the reaper runs the job again.
+    StoreFault {
+        request: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +97,7 @@ pub struct AgentStats {
     pub stale_outcomes: u64,
     pub registrations: u64,
     pub evictions: u64,
+    pub store_faults: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +219,11 @@ impl Agent {
             Input::Reply { id, result } => {
                 if let Some(request) = self.link.on_reply(id) {
                     self.on_reply(now, request, result);
+                }
+            }
+            Input::StoreFault { id, message } => {
+                if let Some(request) = self.link.on_fault(id, now, &self.config) {
+                    self.fault(&request, message);
                 }
             }
             Input::Wake => self.idle_until = None,
@@ -349,6 +365,7 @@ impl Agent {
                     self.on_reply(now, request, Err(refusal.clone()));
                 }
             }
+            (request, Err(Refusal::Failed(message))) => self.fault(&request, message),
             (_, Err(Refusal::MachineLost(_) | Refusal::UnknownMachine(_))) => self.machine = None,
             (Request::Register(_), Ok(Reply::Registered { machine })) => {
                 self.machine = Some(machine);
@@ -387,6 +404,14 @@ impl Agent {
             }
             _ => {}
         }
+    }
+
+    fn fault(&mut self, request: &Request, message: String) {
+        self.stats.store_faults += 1;
+        self.actions.push_back(Action::StoreFault {
+            request: request.kind(),
+            message,
+        });
     }
 
     fn start(&mut self, now: Time, grant: Grant) {

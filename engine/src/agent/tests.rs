@@ -265,3 +265,51 @@ fn outcomes_handed_over_together_travel_in_one_batch() {
     assert_eq!(offered, Some(4), "the claim offers every freed GPU");
     assert!(agent.poll_action().is_none(), "nothing sent on its own");
 }
+
+/// The next request the agent puts on the wire, if any.
+fn next_send(agent: &mut Agent) -> Option<(u64, Request)> {
+    std::iter::from_fn(|| agent.poll_action()).find_map(|a| match a {
+        Action::Send { id, request } => Some((id, request)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_fault_is_reported_once_and_not_resent_as_if_lost() {
+    let config = Arc::new(config());
+    let t0 = Time(0);
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, t0);
+    agent.handle(t0, Input::Wake);
+    let (id, request) = next_send(&mut agent).expect("the agent registers first");
+    assert_eq!(request.kind(), "register");
+    let fault = Input::StoreFault {
+        id,
+        message: "script error".into(),
+    };
+    agent.handle(t0, fault);
+    let faults: Vec<Action> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert_eq!(
+        faults,
+        vec![Action::StoreFault {
+            request: "register",
+            message: "script error".into()
+        }],
+        "reported once, and nothing sent at once"
+    );
+    assert_eq!(agent.stats.store_faults, 1);
+    // Not a lost reply: a request timeout finds nothing in flight to resend...
+    agent.on_timeout(t0.plus(config.request_timeout));
+    assert!(
+        next_send(&mut agent).is_none(),
+        "no resend at the request timeout"
+    );
+    // ...and the next request waits out a backoff: retry_max, with equal jitter.
+    let resume = agent
+        .next_timeout()
+        .expect("the agent waits for its backoff");
+    let half = Span::from_micros(config.retry_max.as_micros() / 2);
+    assert!(resume >= t0.plus(half), "{resume:?}");
+    agent.on_timeout(resume);
+    let (_, again) = next_send(&mut agent).expect("it tries again after the backoff");
+    assert_eq!(again.kind(), "register");
+}

@@ -65,6 +65,18 @@ pub fn render(s: &AgentSnapshot) -> String {
         "Store requests that got no answer.",
         s.store_errors as f64,
     );
+    e.family(
+        "drover_agent_store_faults_total",
+        c,
+        "Store requests that failed in a way that would repeat (dropped, not resent), by request.",
+    );
+    for (request, n) in &s.store_faults {
+        e.sample(
+            "drover_agent_store_faults_total",
+            &[("request", request)],
+            *n as f64,
+        );
+    }
     e.single(
         "drover_agent_request_timeouts_total",
         c,

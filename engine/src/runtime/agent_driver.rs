@@ -53,6 +53,8 @@ pub struct AgentSnapshot {
     pub breaker_opened: u64,
     pub link_failures: u64,
     pub store_errors: u64,
+    /// Requests the store could not apply (errors that would repeat), by request kind.
+    pub store_faults: BTreeMap<&'static str, u64>,
     pub started: u64,
     pub finished: BTreeMap<&'static str, u64>,
     pub revoked: u64,
@@ -214,9 +216,19 @@ impl<S: SharedStore> AgentDriver<S> {
                 self.perform_actions();
                 self.gather_finished(Vec::new()).await;
             }
-            Err(e) => {
+            // Lost on the way: the link times the request out and sends it again.
+            Err(e) if e.is_transport() => {
                 self.stats.store_errors += 1;
                 tracing::warn!(machine = %self.machine_name(), error = %e, "store request failed");
+            }
+            // It will fail again if resent: the agent drops it and backs off.
+            Err(e) => {
+                let input = Input::StoreFault {
+                    id,
+                    message: e.to_string(),
+                };
+                self.agent.take_in(self.clock.now(), input);
+                self.perform_actions();
             }
         }
     }
@@ -311,6 +323,13 @@ impl<S: SharedStore> AgentDriver<S> {
                 Action::Left => {
                     self.left = true;
                     tracing::info!(machine = %self.machine_name(), "deregistered");
+                }
+                Action::StoreFault { request, message } => {
+                    tracing::error!(
+                        machine = %self.machine_name(), request, error = %message,
+                        "the store could not apply the request; dropped, not resent"
+                    );
+                    *self.stats.store_faults.entry(request).or_default() += 1;
                 }
             }
         }

@@ -26,6 +26,14 @@ pub enum StoreError {
     Decode(String),
 }
 
+impl StoreError {
+    /// Whether the request may simply not have arrived (a connection lost, a reply timed out):
+    /// then it is sent again. Any other error will repeat, and is not.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, StoreError::Connection(_) | StoreError::Timeout)
+    }
+}
+
 pub trait SharedStore: Clone + Send + Sync + 'static {
     /// Applies one request atomically. `Ok(Err(refusal))` is the store's answer; `Err` means
     /// the store could not be reached.

@@ -68,6 +68,29 @@ pub enum Request {
     Batch(Vec<Request>),
 }
 
+impl Request {
+    /// The request's kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Submit(_) => "submit",
+            Request::Cancel { .. } => "cancel",
+            Request::Get { .. } => "get",
+            Request::Register(_) => "register",
+            Request::Deregister { .. } => "deregister",
+            Request::Heartbeat { .. } => "heartbeat",
+            Request::Claim { .. } => "claim",
+            Request::Complete { .. } => "complete",
+            Request::Release { .. } => "release",
+            Request::Reap { .. } => "reap",
+            Request::Progress { .. } => "progress",
+            Request::ListJobs { .. } => "list_jobs",
+            Request::ListMachines { .. } => "list_machines",
+            Request::Stats => "stats",
+            Request::Batch(_) => "batch",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseRef {
     pub job: JobId,

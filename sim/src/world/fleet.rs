@@ -196,6 +196,7 @@ impl World {
                     self.stop_attempt(machine, job);
                 }
                 Action::Evicted { .. } => self.stats.evictions += 1,
+                Action::StoreFault { .. } => self.stats.store_faults += 1,
                 Action::Left => {
                     self.stats.machines_drained += 1;
                     self.retire_machine(machine, false);

@@ -219,6 +219,9 @@ pub struct WorldStats {
     pub stale_outcomes: u64,
     pub evictions: u64,
     pub breaker_opened: u64,
+    /// Requests an agent dropped because the store failed them in a way that would repeat
+    /// (MemStore never does: a non-zero count is a bug in the simulated world).
+    pub store_faults: u64,
 }
 
 impl World {
