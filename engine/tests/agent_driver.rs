@@ -207,3 +207,31 @@ fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+#[tokio::test]
+async fn a_refused_registration_is_logged_by_reason_and_paced() {
+    // A store full of machines refuses this one: a reason that can change, so the agent keeps
+    // registering, but paced (not as fast as the store answers), and says why.
+    let mut store_config = fast_config();
+    store_config.limits.max_machines = 0;
+    let store = drover_engine::runtime::LocalStore::new(store_config);
+    let mut agent = start_agent(store, fast_config(), machine("r1", 1), LIMIT);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let seen = agent.snapshot.borrow().clone();
+    let reason = seen.registration_refused.expect("the refusal is kept");
+    assert!(reason.contains("machines"), "{reason}");
+    // fast_config pauses 50, 100, 200, 200... ms between attempts: a handful in a second.
+    assert!(
+        (2..=12).contains(&seen.registrations_refused),
+        "{} registrations in a second",
+        seen.registrations_refused
+    );
+    assert_eq!(seen.machine, None);
+    // Never registered and running nothing, it leaves at once instead of waiting out its grace.
+    agent.drain.take().unwrap().send(()).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(2), agent.task)
+        .await
+        .expect("it leaves without waiting for the grace")
+        .unwrap();
+    assert_eq!(exit, DriverExit::Left);
+}

@@ -5,17 +5,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use drover_engine::agent::Agent;
 use drover_engine::api::client::ApiClient;
 use drover_engine::api::{self, ApiOptions, ApiState};
-use drover_engine::core::labels::Labels;
-use drover_engine::core::{EngineConfig, MachineId, MachineSpec, ModelSet, Span, Time};
-use drover_engine::executor::{CommandTemplate, Executors};
-use drover_engine::redis::RedisStore;
+use drover_engine::core::{EngineConfig, MachineId, MachineSpec, ModelSet, Time};
+use drover_engine::executor::Executors;
+use drover_engine::redis::{config_differences, ConnectOptions, RedisStore};
 use drover_engine::runtime::{
-    AgentDriver, DriverExit, DriverOptions, LocalStore, Metered, SharedStore, StoreError,
+    AgentDriver, ConfigFile, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
+    StoreError,
 };
+use drover_engine::store::mem::check_machine_spec;
 use drover_engine::store::{Refusal, Reply, Request};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +53,44 @@ enum Command {
     Status(StatusArgs),
     /// List this machine's GPUs (through the CUDA driver), as JSON.
     Gpus,
+    /// Administer a namespace on Redis.
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The namespace's engine configuration: show it, or change it for every process.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the namespace's engine configuration as an [engine] table (TOML).
+    Show(RedisArgs),
+    /// Record FILE's [engine] table as the namespace's. Processes running now keep theirs
+    /// until restarted; processes started later must bring this one.
+    Set {
+        /// A config file (its [engine] table is what counts).
+        file: PathBuf,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+}
+
+#[derive(Args)]
+struct RedisArgs {
+    /// redis://HOST:PORT (rediss:// for TLS, redis+cluster:// for a cluster).
+    #[arg(long)]
+    redis: String,
+    #[arg(long, default_value = "drover")]
+    namespace: String,
 }
 
 #[derive(Args)]
@@ -63,7 +100,8 @@ struct StoreArgs {
     redis: String,
     #[arg(long, default_value = "drover")]
     namespace: String,
-    /// Engine knobs: the TOML of a scenario's [engine] table.
+    /// Config file: engine knobs in its [engine] table (the agents' file serves as well; their
+    /// own keys are checked, not used).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -106,23 +144,13 @@ struct AgentArgs {
     disk_gb: u32,
     #[arg(long, default_value_t = 0.0)]
     cost_per_hour: f64,
-    /// Agent TOML: [engine], [labels], [kinds.NAME] command templates, drain_grace.
+    /// Config file: [engine] (the namespace's engine knobs), and the agent's own [labels],
+    /// [kinds.NAME] command templates and drain_grace.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Serve this agent's /metrics here.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-}
-
-/// The agent's own config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct AgentFile {
-    engine: EngineConfig,
-    labels: Labels,
-    kinds: BTreeMap<String, CommandTemplate>,
-    /// How long a drain lets running jobs finish before releasing them ("5m").
-    drain_grace: Option<Span>,
 }
 
 #[derive(Args)]
@@ -175,11 +203,21 @@ struct StatusArgs {
     job_id: Option<String>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(run(cli.command))
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, without a backtrace (RUST_BACKTRACE would
+            // add one to anyhow's own report).
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logs(format: LogFormat) {
@@ -197,20 +235,37 @@ fn init_logs(format: LogFormat) {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Api(args) => {
-            let config = load_engine_config(args.store.config.as_deref())?;
+            let config = load_config_file(args.store.config.as_deref())?.engine;
             let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
             run_api(store, config, args).await
         }
         Command::Agent(args) => {
-            let file = load_agent_file(args.config.as_deref())?;
+            let file = load_config_file(args.config.as_deref())?;
+            // A spec the store could never take is refused here, before any request: the
+            // reason cannot change, so resending it would only loop.
+            let found = drover_engine::gpu::discover().context("discovering GPUs")?;
+            let spec = machine_spec(&args, &file, &found);
+            if let Err(refusal) = check_machine_spec(&spec, &file.engine) {
+                let reason = match refusal {
+                    Refusal::Invalid(invalid) => invalid.to_string(),
+                    other => other.to_string(),
+                };
+                bail!("invalid machine spec, the store would refuse it: {reason}");
+            }
             let store = connect(&args.redis, &args.namespace, &file.engine).await?;
-            run_agent(store, file, args).await
+            run_agent(store, file, args, spec, found).await
         }
         Command::Reaper(args) => {
-            let config = load_engine_config(args.config.as_deref())?;
+            let config = load_config_file(args.config.as_deref())?.engine;
             let store = connect(&args.redis, &args.namespace, &config).await?;
             run_reaper(store, config).await
         }
+        Command::Admin(args) => match args.command {
+            AdminCommand::Config(ConfigCommand::Show(redis)) => config_show(redis).await,
+            AdminCommand::Config(ConfigCommand::Set { file, redis }) => {
+                config_set(&file, redis).await
+            }
+        },
         Command::Submit(args) => submit(args).await,
         Command::Status(args) => status(args).await,
         Command::Gpus => {
@@ -232,7 +287,125 @@ async fn connect(url: &str, namespace: &str, config: &EngineConfig) -> Result<An
     let store = RedisStore::connect(url, namespace, config.clone())
         .await
         .context("connecting to Redis")?;
+    watch_namespace_config(store.clone());
     Ok(AnyStore::Redis(store))
+}
+
+/// Every minute, compares the namespace's engine configuration with this process's and warns
+/// (once per change) when `drover admin config set` replaced it: this process keeps running
+/// with its own until it is restarted.
+fn watch_namespace_config(store: RedisStore) {
+    tokio::spawn(async move {
+        let mut warned: Option<String> = None;
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Ok(Some(recorded)) = store.namespace_config().await else {
+                continue;
+            };
+            let differences = config_differences(&recorded.config, store.config());
+            if differences.is_empty() || warned.as_deref() == Some(recorded.sha1.as_str()) {
+                continue;
+            }
+            let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
+            tracing::warn!(
+                namespace = store.namespace(),
+                sha1 = %recorded.sha1,
+                written_by = recorded.written_by.as_deref().unwrap_or(""),
+                ?fields,
+                "the namespace's engine configuration changed: this process runs its own until \
+                 restarted, and must be restarted with the new one"
+            );
+            warned = Some(recorded.sha1);
+        }
+    });
+}
+
+/// A connection for `drover admin`: it neither records nor checks the namespace's config.
+async fn connect_admin(redis: &RedisArgs) -> Result<RedisStore> {
+    if redis.redis == "memory" {
+        bail!("drover admin needs a Redis: a memory store lives only inside its own process");
+    }
+    let options = ConnectOptions {
+        skip_namespace_config: true,
+        ..ConnectOptions::default()
+    };
+    RedisStore::connect_with(
+        &redis.redis,
+        &redis.namespace,
+        EngineConfig::default(),
+        options,
+    )
+    .await
+    .context("connecting to Redis")
+}
+
+/// The [engine] table of a config file, as TOML.
+fn engine_toml(config: &EngineConfig) -> Result<String> {
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        engine: &'a EngineConfig,
+    }
+    toml::to_string(&File { engine: config }).context("writing the config as TOML")
+}
+
+async fn config_show(redis: RedisArgs) -> Result<()> {
+    let store = connect_admin(&redis).await?;
+    let Some(recorded) = store.namespace_config().await? else {
+        bail!(
+            "namespace {:?} holds no engine configuration yet: the first process to connect \
+             records its own (or record one with `drover admin config set FILE`)",
+            redis.namespace
+        );
+    };
+    println!(
+        "# The engine configuration of namespace {:?}",
+        redis.namespace
+    );
+    println!("# sha1 {}", recorded.sha1);
+    if let Some(by) = &recorded.written_by {
+        let at = recorded
+            .written_at
+            .map_or(String::new(), |t| format!(" at {t} (Unix seconds)"));
+        println!("# written by {by}{at}");
+    }
+    print!("{}", engine_toml(&recorded.config)?);
+    Ok(())
+}
+
+async fn config_set(file: &Path, redis: RedisArgs) -> Result<()> {
+    let config = ConfigFile::load(file)?.engine;
+    let store = connect_admin(&redis).await?;
+    let previous = store.set_namespace_config(&config).await?;
+    let Some(previous) = previous else {
+        println!(
+            "namespace {:?}: engine configuration recorded (there was none)",
+            redis.namespace
+        );
+        return Ok(());
+    };
+    let differences = config_differences(&previous.config, &config);
+    if differences.is_empty() {
+        println!(
+            "namespace {:?}: engine configuration unchanged",
+            redis.namespace
+        );
+        return Ok(());
+    }
+    println!(
+        "namespace {:?}: engine configuration changed:",
+        redis.namespace
+    );
+    for d in &differences {
+        println!("  {}: {} -> {}", d.field, d.namespace, d.ours);
+    }
+    println!(
+        "Processes running now keep their configuration until restarted (they log a warning \
+         within a minute); restart them with this file. Processes started with the old one are \
+         refused."
+    );
+    Ok(())
 }
 
 /// Either store, so that one code path serves both.
@@ -258,27 +431,12 @@ impl SharedStore for AnyStore {
     }
 }
 
-fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
-    let config: EngineConfig = match path {
-        None => EngineConfig::default(),
-        Some(path) => read_toml(path)?,
-    };
-    config.validate().context("engine config")?;
-    Ok(config)
-}
-
-fn load_agent_file(path: Option<&Path>) -> Result<AgentFile> {
-    let file: AgentFile = match path {
-        None => AgentFile::default(),
-        Some(path) => read_toml(path)?,
-    };
-    file.engine.validate().context("agent config [engine]")?;
-    Ok(file)
-}
-
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
-    toml::from_str(&text).with_context(|| format!("parsing {path:?}"))
+/// The config file every process reads (`ConfigFile`), or the defaults without one.
+fn load_config_file(path: Option<&Path>) -> Result<ConfigFile> {
+    match path {
+        None => Ok(ConfigFile::default()),
+        Some(path) => Ok(ConfigFile::load(path)?),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -320,18 +478,21 @@ async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()
     Ok(())
 }
 
-async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -> Result<()> {
-    let found = drover_engine::gpu::discover().context("discovering GPUs")?;
-    let gpus = args.gpus.unwrap_or(found.len() as u32);
+/// What this machine offers: the flags, or what the CUDA driver found.
+fn machine_spec(
+    args: &AgentArgs,
+    file: &ConfigFile,
+    found: &[drover_engine::gpu::GpuInfo],
+) -> MachineSpec {
     let smallest = found
         .iter()
         .map(|g| g.total_mem_gb.floor() as u32)
         .min()
         .unwrap_or(0);
-    let spec = MachineSpec {
+    MachineSpec {
         name: args.name.clone().unwrap_or_else(host_name),
         pool: args.pool.clone(),
-        gpus,
+        gpus: args.gpus.unwrap_or(found.len() as u32),
         gpu_model: args
             .gpu_model
             .clone()
@@ -341,7 +502,17 @@ async fn run_agent<S: SharedStore>(store: S, file: AgentFile, args: AgentArgs) -
         disk_gb: args.disk_gb,
         labels: file.labels.clone(),
         cost_per_hour: args.cost_per_hour,
-    };
+    }
+}
+
+async fn run_agent<S: SharedStore>(
+    store: S,
+    file: ConfigFile,
+    args: AgentArgs,
+    spec: MachineSpec,
+    found: Vec<drover_engine::gpu::GpuInfo>,
+) -> Result<()> {
+    let gpus = spec.gpus;
     let config = Arc::new(file.engine.clone());
     let seed = std::process::id() as u64;
     let agent = Agent::new(

@@ -81,6 +81,9 @@ pub struct ConnectOptions {
     /// Response timeout for requests (not for wake-up waits). Default: the engine's
     /// `request_timeout`.
     pub response_timeout: Option<Duration>,
+    /// Connect without recording or checking the namespace's engine configuration (for tools
+    /// that read or replace it: `drover admin config`). Processes that send requests must not.
+    pub skip_namespace_config: bool,
 }
 
 /// Maps a redis-rs error to the store's error, saying what went wrong in words an operator can

@@ -26,6 +26,7 @@
 //! | `{ns}:machines`, `{ns}:mexp` | zset | machines by id; by heartbeat expiry |
 //! | `{ns}:waitp`, `{ns}:w:<profile>` | zset | profiles with idle machines; the idle line |
 //! | `{ns}:wake:<machine>` | list | a pending wake-up; the machine BLPOPs it |
+//! | `{ns}:config` | hash | the namespace's engine configuration: json, sha1, written_by, written_at (ns_config.rs) |
 //!
 //! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
 //! `meta.test_clock` exists its value is the clock instead: the conformance suite drives virtual
@@ -37,10 +38,12 @@
 
 mod codec;
 mod connection;
+mod ns_config;
 mod scripts;
 
 pub use codec::{requirements_from_key, wire_config};
 pub use connection::{parse_url, redact, ConnectOptions, Target};
+pub use ns_config::{canonical_json, config_differences, ConfigDifference, NamespaceConfig};
 pub use scripts::DATA_LAYOUT;
 
 use crate::core::{EngineConfig, MachineId, Time};
@@ -130,6 +133,11 @@ impl RedisStore {
             .check_layout()
             .await
             .map_err(|e| StoreError::Connection(format!("{}: {e}", connection::redact(url))))?;
+        // One engine configuration per namespace: the first process records its own, later
+        // ones must bring the same (ns_config.rs).
+        if !options.skip_namespace_config {
+            store.adopt_namespace_config().await?;
+        }
         Ok(store)
     }
 

@@ -59,6 +59,10 @@ pub struct AgentSnapshot {
     pub finished: BTreeMap<&'static str, u64>,
     pub revoked: u64,
     pub draining: bool,
+    /// Registrations the store refused (each retry counts).
+    pub registrations_refused: u64,
+    /// Why the store refuses to register this machine, while it does.
+    pub registration_refused: Option<String>,
 }
 
 /// How the driver ended.
@@ -93,6 +97,12 @@ pub struct AgentDriver<S> {
     finished: Chan<(JobId, Token, Outcome)>,
     progress: Chan<ProgressReport>,
     wakes: Chan<bool>,
+    /// Refused registrations, handed to the agent after a pause (`on_registration_reply`).
+    held: Chan<(u64, Result<Reply, Refusal>)>,
+    /// The id of the registration in flight, if one is.
+    registering: Option<u64>,
+    /// The pause before the next refused registration reaches the agent.
+    refusal_pause: Duration,
     waiting_for_wake: bool,
     progress_out: ProgressOut,
     snapshot: watch::Sender<AgentSnapshot>,
@@ -123,6 +133,9 @@ impl<S: SharedStore> AgentDriver<S> {
             finished: mpsc::channel(256),
             progress: mpsc::channel(256),
             wakes: mpsc::channel(4),
+            held: mpsc::channel(4),
+            registering: None,
+            refusal_pause: Duration::ZERO,
             waiting_for_wake: false,
             progress_out: ProgressOut::default(),
             snapshot: watch::channel(AgentSnapshot::default()).0,
@@ -158,6 +171,7 @@ impl<S: SharedStore> AgentDriver<S> {
                     self.begin_drain();
                 }
                 Some((id, result)) = self.replies.1.recv() => self.on_store_reply(id, result).await,
+                Some((id, result)) = self.held.1.recv() => self.deliver(id, result).await,
                 Some(first) = self.finished.1.recv() => self.gather_finished(vec![first]).await,
                 Some(report) = self.progress.1.recv() => self.on_progress(report),
                 Some(woken) = self.wakes.1.recv() => self.on_wake(woken),
@@ -176,8 +190,15 @@ impl<S: SharedStore> AgentDriver<S> {
             .map_or("unregistered".into(), |m| m.to_string())
     }
 
+    /// Left, or draining with nothing to finish or say: a machine the store never registered
+    /// (or that is between registrations) and runs nothing has nothing to deregister, and
+    /// would otherwise wait out the grace trying to register.
     fn has_left(&self) -> bool {
         self.left
+            || (self.stats.draining
+                && self.agent.machine().is_none()
+                && self.tasks.is_empty()
+                && self.agent.outbox_len() == 0)
     }
 
     fn grace_over(&self) -> bool {
@@ -211,10 +232,15 @@ impl<S: SharedStore> AgentDriver<S> {
     async fn on_store_reply(&mut self, id: u64, result: StoreReply) {
         match result {
             Ok(result) => {
-                self.agent
-                    .take_in(self.clock.now(), Input::Reply { id, result });
-                self.perform_actions();
-                self.gather_finished(Vec::new()).await;
+                if self.registering == Some(id) {
+                    self.registering = None;
+                    if let Err(refusal) = result {
+                        self.on_registration_refused(id, refusal);
+                        return;
+                    }
+                    self.on_registration_accepted();
+                }
+                self.deliver(id, result).await;
             }
             // Lost on the way: the link times the request out and sends it again.
             Err(e) if e.is_transport() => {
@@ -230,6 +256,56 @@ impl<S: SharedStore> AgentDriver<S> {
                 self.agent.take_in(self.clock.now(), input);
                 self.perform_actions();
             }
+        }
+    }
+
+    /// Hands the store's answer to the agent.
+    async fn deliver(&mut self, id: u64, result: Result<Reply, Refusal>) {
+        self.agent
+            .take_in(self.clock.now(), Input::Reply { id, result });
+        self.perform_actions();
+        self.gather_finished(Vec::new()).await;
+    }
+
+    /// The store will not register this machine (it is full of machines, say; a spec it
+    /// could never take is refused by `drover agent` before it starts). The log says why,
+    /// once per distinct reason, and the agent learns of it only after a pause that doubles
+    /// from `retry_base` up to the smaller of `retry_max` and half of `request_timeout` (so its
+    /// request does not time out meanwhile): it registers again at once on a refusal, and
+    /// would otherwise resend as fast as the store answers.
+    fn on_registration_refused(&mut self, id: u64, refusal: Refusal) {
+        self.stats.registrations_refused += 1;
+        let reason = refusal.to_string();
+        if self.stats.registration_refused.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(
+                reason = %reason,
+                "the store refused to register this machine; registering again until it accepts"
+            );
+            self.stats.registration_refused = Some(reason);
+        }
+        let base = Duration::from_micros(self.config.retry_base.as_micros());
+        let cap = Duration::from_micros(
+            self.config
+                .retry_max
+                .as_micros()
+                .min(self.config.request_timeout.as_micros() / 2),
+        );
+        self.refusal_pause = (self.refusal_pause * 2).clamp(base.min(cap), cap);
+        let pause = self.refusal_pause;
+        let tx = self.held.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let _ = tx.send((id, Err(refusal))).await;
+        });
+    }
+
+    fn on_registration_accepted(&mut self) {
+        self.refusal_pause = Duration::ZERO;
+        if self.stats.registration_refused.take().is_some() {
+            tracing::info!(
+                refused = self.stats.registrations_refused,
+                "the store registered this machine after refusing it"
+            );
         }
     }
 
@@ -336,6 +412,9 @@ impl<S: SharedStore> AgentDriver<S> {
     }
 
     fn send(&mut self, id: u64, request: Request) {
+        if matches!(request, Request::Register(_)) {
+            self.registering = Some(id);
+        }
         let store = self.store.clone();
         let tx = self.replies.0.clone();
         // Past twice the agent's own timeout nobody waits for the reply: end the task.

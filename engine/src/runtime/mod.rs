@@ -3,12 +3,14 @@
 
 pub mod agent_driver;
 pub mod clock;
+pub mod config_file;
 pub mod metered;
 pub mod reaper_driver;
 pub mod store;
 
 pub use agent_driver::{AgentDriver, AgentSnapshot, DriverExit, DriverOptions};
 pub use clock::MonoClock;
+pub use config_file::{ConfigFile, ConfigFileError};
 pub use metered::Metered;
 pub use reaper_driver::{run_reaper, ReaperTotals, SharedReaperTotals};
 pub use store::{LocalStore, SharedStore, StoreError};
