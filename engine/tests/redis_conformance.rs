@@ -9,6 +9,7 @@ use drover_engine::core::{
 };
 use drover_engine::redis::RedisStore;
 use drover_engine::store::conformance::{self, Ctx, Target};
+use drover_engine::store::journal::JournalEntry;
 use drover_engine::store::{LeaseRef, MemStore, Refusal, Reply, Request};
 use drover_engine::testing::RedisServer;
 use proptest::prelude::*;
@@ -47,6 +48,15 @@ impl Target for RedisTarget {
             store.set_test_clock(Some(now)).await.expect("set clock");
             store.apply_traced(request).await.expect("redis request")
         })
+    }
+
+    fn journal(&mut self) -> Option<Vec<JournalEntry>> {
+        let store = self.store.clone();
+        let entries = self
+            .runtime
+            .block_on(async move { store.read_journal(None, 1_000_000).await })
+            .expect("read the journal");
+        Some(entries)
     }
 }
 
@@ -392,6 +402,7 @@ impl Driver {
 fn run_sequence(url: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     let config = conformance::config();
     let mut mem = MemStore::new(config.clone());
+    mem.record_journal();
     let mut redis = RedisTarget::new(url, config);
     let mut driver = Driver {
         ctx: Ctx::default(),
@@ -415,6 +426,18 @@ fn run_sequence(url: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         );
         driver.learn(&request, &got);
     }
+    // The journals agree entry by entry, and say what happened.
+    let want = Target::journal(&mut mem).unwrap_or_default();
+    let got = redis.journal().unwrap_or_default();
+    prop_assert_eq!(got.len(), want.len(), "journal lengths");
+    for (got, want) in got.iter().zip(&want) {
+        prop_assert_eq!(got, want);
+    }
+    let events = want.iter().map(|e| e.events.len()).sum::<usize>();
+    prop_assert!(
+        ops.len() < 20 || events > 0,
+        "a long sequence journals something"
+    );
     Ok(())
 }
 

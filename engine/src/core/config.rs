@@ -45,6 +45,28 @@ pub struct EngineConfig {
     pub policy: Policy,
     /// The model catalog: what a job may name in `models`, with download sizes.
     pub models: Vec<CatalogModel>,
+    pub journal: JournalConfig,
+}
+
+/// The journal's bounds (store/journal.rs): entries beyond `max_len`, and entries older than
+/// `max_age` on the store clock (trimmed by the reaper), are dropped. `max_len = 0` turns the
+/// journal off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    pub max_len: u32,
+    pub max_age: Span,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            // A busy agent's call holds ~30 events in ~400 bytes: 200,000 entries are at most
+            // ~80 MB of Redis memory, and a day of a quiet fleet.
+            max_len: 200_000,
+            max_age: Span::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +138,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             policy: Policy::default(),
             models: Vec::new(),
+            journal: JournalConfig::default(),
         }
     }
 }

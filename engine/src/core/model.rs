@@ -207,6 +207,22 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+impl Failure {
+    /// The failure's class, as the store and the journal name it: `fatal` (an error not to
+    /// retry), `error`, `oom`, `disk_full` or `timed_out`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Error {
+                retryable: false, ..
+            } => "fatal",
+            Failure::Error { .. } => "error",
+            Failure::GpuOom { .. } => "oom",
+            Failure::DiskFull => "disk_full",
+            Failure::TimedOut => "timed_out",
+        }
+    }
+}
+
 impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {

@@ -48,6 +48,7 @@ pub use scripts::DATA_LAYOUT;
 
 use crate::core::{EngineConfig, MachineId, Time};
 use crate::runtime::{SharedStore, StoreError};
+use crate::store::journal::{EntryId, JournalEntry};
 use crate::store::{Refusal, Reply, Request};
 use ::redis::Value;
 use connection::{store_error, Blocking, Requests, WaitPool};
@@ -223,6 +224,76 @@ impl RedisStore {
             }
         };
         self.query(std::mem::take(&mut cmd)).await.map(|_| ())
+    }
+
+    /// The journal's entries after `after` (from its start with `None`), at most `count`, in
+    /// order.
+    pub async fn read_journal(
+        &self,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut cmd = ::redis::cmd("XRANGE");
+        cmd.arg(self.journal_key())
+            .arg(after.map_or("-".to_string(), |id| format!("({id}")))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1));
+        codec::journal::entries(&self.query(cmd).await?)
+    }
+
+    /// Waits up to `timeout` for entries after `after` (`None`: only new ones), then returns
+    /// them (none if it timed out): a blocking read on a connection of its own, so a reader
+    /// never polls.
+    pub async fn wait_journal(
+        &self,
+        after: Option<EntryId>,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut cmd = ::redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(timeout.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(self.journal_key())
+            .arg(after.map_or("$".to_string(), |id| id.to_string()));
+        let mut conn = self.inner.waits.take().await?;
+        let guard = timeout + Duration::from_secs(2);
+        let read = async {
+            match &mut conn {
+                Blocking::Node(c) => cmd.query_async::<Value>(c).await,
+                Blocking::Cluster(c) => cmd.query_async::<Value>(c).await,
+            }
+        };
+        let value = match tokio::time::timeout(guard, read).await {
+            Ok(Ok(value)) => {
+                self.inner.waits.give_back(conn);
+                value
+            }
+            Ok(Err(e)) => return Err(store_error(e)),
+            Err(_) => return Err(StoreError::Timeout),
+        };
+        // XREAD answers [[stream, entries]] (RESP2), or nil when it timed out.
+        match value {
+            Value::Nil => Ok(Vec::new()),
+            Value::Array(streams) => match streams.first() {
+                Some(Value::Array(stream)) if stream.len() == 2 => {
+                    codec::journal::entries(&stream[1])
+                }
+                other => Err(StoreError::Decode(format!("journal read: {other:?}"))),
+            },
+            Value::Map(streams) => match streams.first() {
+                Some((_, entries)) => codec::journal::entries(entries),
+                None => Ok(Vec::new()),
+            },
+            other => Err(StoreError::Decode(format!("journal read: {other:?}"))),
+        }
+    }
+
+    fn journal_key(&self) -> String {
+        format!("{{{}}}:journal", self.inner.namespace)
     }
 
     /// TESTS ONLY: marks the namespace as a test namespace, the only kind where failures may

@@ -12,6 +12,7 @@ use crate::core::{
     EngineConfig, Failure, JobId, JobSpec, MachineId, MachineSpec, ModelId, ModelSet, Offer,
     Outcome, Requirements, Span, StateName, Time, Token,
 };
+use crate::store::journal::JournalEntry;
 use crate::store::request::{Grant, LeaseRef, LeaseStatus, Refusal, Reply, Request};
 use crate::store::MemStore;
 use std::sync::Arc;
@@ -21,6 +22,11 @@ pub trait Target {
     /// Applies `request` at store time `now`: the reply and the machines it woke, in order.
     fn apply_at(&mut self, now: Time, request: Request)
         -> (Result<Reply, Refusal>, Vec<MachineId>);
+
+    /// The target's whole journal, if it keeps one: `run_paired` demands MemStore's.
+    fn journal(&mut self) -> Option<Vec<JournalEntry>> {
+        None
+    }
 }
 
 impl Target for MemStore {
@@ -31,6 +37,10 @@ impl Target for MemStore {
     ) -> (Result<Reply, Refusal>, Vec<MachineId>) {
         let reply = self.apply(now, request);
         (reply, self.drain_wakes().collect())
+    }
+
+    fn journal(&mut self) -> Option<Vec<JournalEntry>> {
+        MemStore::journal(self).map(|j| j.entries().cloned().collect())
     }
 }
 
@@ -273,6 +283,7 @@ pub fn drive(case: &Case, mut apply: impl FnMut(usize, Time, &Request) -> Result
 /// wake-up must be identical, and the case's checks must hold.
 pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
     let mut reference = MemStore::new(case.config.clone());
+    reference.record_journal();
     let mut ctx = Ctx::default();
     for (i, step) in case.steps.iter().enumerate() {
         let request = (step.make)(&ctx);
@@ -289,6 +300,17 @@ pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
                 "{}: step {i} ({request:?}): MemStore woke {want_wakes:?}, target woke {got_wakes:?}",
                 case.name
             ));
+        }
+        if let Some(journal) = target.journal() {
+            let want = Target::journal(&mut reference).unwrap_or_default();
+            if journal != want {
+                return Err(format!(
+                    "{}: step {i} ({request:?}): journals differ:\n  MemStore: {:?}\n  target:   {:?}",
+                    case.name,
+                    want.last(),
+                    journal.last()
+                ));
+            }
         }
         if let Some(check) = &step.check {
             check(&ctx, &got, &got_wakes)

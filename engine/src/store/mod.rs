@@ -1,6 +1,7 @@
 //! The store interface (requests and replies as data) and its in-memory implementation.
 
 pub mod conformance;
+pub mod journal;
 pub mod mem;
 pub mod request;
 

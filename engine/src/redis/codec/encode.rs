@@ -57,6 +57,8 @@ pub fn wire_config(config: &EngineConfig) -> String {
         // A wake-up nobody waited for is dropped after this; by then the machine has claimed
         // again on its idle recheck anyway.
         "wake_ttl_ms": (config.idle_recheck.as_micros() / 1000).max(1000),
+        "journal_max_len": config.journal.max_len,
+        "journal_max_age": config.journal.max_age.as_micros(),
     })
     .to_string()
 }
@@ -261,13 +263,8 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
         } => {
             let (kind, needed) = match outcome {
                 Outcome::Succeeded => ("succeeded", 0),
-                Outcome::Failed(Failure::Error {
-                    retryable: false, ..
-                }) => ("fatal", 0),
-                Outcome::Failed(Failure::Error { .. }) => ("error", 0),
                 Outcome::Failed(Failure::GpuOom { needed_gb }) => ("oom", *needed_gb),
-                Outcome::Failed(Failure::DiskFull) => ("disk_full", 0),
-                Outcome::Failed(Failure::TimedOut) => ("timed_out", 0),
+                Outcome::Failed(failure) => (failure.class(), 0),
             };
             let mut m = Map::new();
             m.insert("op".into(), "complete".into());

@@ -8,6 +8,7 @@
 
 mod decode;
 mod encode;
+pub mod journal;
 mod msgpack;
 mod spec;
 

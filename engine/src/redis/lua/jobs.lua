@@ -46,6 +46,7 @@ function F.submit(r)
   F.run_new(id, r.timeout)
   F.w_known({{'ZREM', P .. 'jobs', F.pad(id)}}, 'ZADD', P .. 'jobs', ids, F.pad(id))
   F.count('t_submitted', 1)
+  F.journal('submitted', id, r.priority, r.class.key)
   F.enqueue(id, r.priority, cid)
   return {'submitted', id, 1}
 end
@@ -100,6 +101,7 @@ end
 function F.settle(id, next)
   if next.terminal then return F.finish(id, next.terminal) end
   F.count('t_retries', 1)
+  F.journal('requeued', id, next.delay == 0 and 0 or NOW + next.delay)
   if next.delay == 0 then return F.enqueue(id) end
   F.run(id).state = 'delayed'
   F.run_changed(id)
@@ -116,13 +118,17 @@ function F.finish(id, state)
   F.run_changed(id)
   F.clear_progress(id, rec)
   F.count('t_' .. state, 1)
+  -- The event is the state's name; a success was journalled by F.succeed_runs.
+  if state ~= 'succeeded' then F.journal(state, id) end
   F.finished_later(id)
   F.count('finished', 1)
 end
 
 -- Ends a leased job's attempt from the store's side (expiry, machine lost, over time).
-function F.revoke(id, ending)
+-- `reason`: the journal's (store/journal.rs RevokeReason).
+function F.revoke(id, ending, reason)
   F.end_lease(id)
+  F.journal('revoked', id, F.run(id).token, reason)
   F.count('t_revoked', 1)
   local next = F.after_attempt(id, F.run(id).attempt, F.max_attempts(id), ending)
   F.settle(id, next)
@@ -141,6 +147,7 @@ function F.cancel(r)
     F.count('delayed', -1)
   elseif state == 'leased' then
     F.end_lease(id)
+    F.journal('revoked', id, rec.token, 'cancelled')
   elseif state == 'cancelled' then
     return {'cancelled', state}
   else
@@ -241,6 +248,7 @@ function F.complete(r)
   rec.recorded = token
   F.run_changed(id)
   F.end_lease(id)
+  F.journal('failed', id, token, r.outcome)
   if r.outcome == 'oom' then F.raise_gpu_mem(id, r.needed_gb) end
   F.wk('HSET', F.jkey(id), 'error', r.error)
   F.settle(id, F.after_attempt(id, rec.attempt, F.max_attempts(id), r.outcome))
@@ -256,6 +264,7 @@ function F.release(r)
   rec.recorded, rec.attempt = token, rec.attempt - 1
   F.run_changed(id)
   F.end_lease(id)
+  F.journal('released', id, token)
   F.enqueue(id)
   return {'released'}
 end
@@ -268,6 +277,7 @@ function F.progress(r)
     return F.err('stale')
   end
   F.wk('HSET', F.jkey(id), 'pct', F.fmt(r.percent), 'msg', r.message)
+  F.journal('progress', id, rec.token, r.percent)
   rec.progress = 1
   F.run_changed(id)
   return {'progress'}

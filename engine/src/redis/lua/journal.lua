@@ -8,9 +8,19 @@
 -- it). Flat, because packing one array in C costs far less than a table per event.
 
 local JOURNAL = {}
+-- An age trim the reaper asked for this call: entries before this millisecond go.
+local TRIM_BEFORE_MS = nil
 
 function F.journal_reset()
   JOURNAL = F.empty(JOURNAL)
+  TRIM_BEFORE_MS = nil
+end
+
+-- The reaper trims the journal by age (journal.max_age on the store clock).
+function F.journal_trim()
+  if C.journal_max_len > 0 and NOW >= C.journal_max_age then
+    TRIM_BEFORE_MS = math.floor((NOW - C.journal_max_age) / 1000)
+  end
 end
 
 -- Appends an event: its tag and fields (numbers or strings; never nil).
@@ -30,10 +40,15 @@ function F.journal_table()
   return JOURNAL
 end
 
--- The entry's XADD, or nothing when the call changed nothing or the journal is off.
+-- The entry's XADD (nothing when the call changed nothing or the journal is off), then the
+-- reaper's age trim.
 function F.gather_journal(writes)
-  if #JOURNAL == 0 or C.journal_max_len == 0 then return end
-  writes[#writes + 1] = {false, 'XADD', P .. 'journal', 'MAXLEN', '=',
-    F.fmt(C.journal_max_len), F.fmt(math.floor(NOW / 1000)) .. '-*', 't', NOW_S, 'e',
-    cmsgpack.pack(JOURNAL)}
+  if #JOURNAL > 0 and C.journal_max_len > 0 then
+    writes[#writes + 1] = {false, 'XADD', P .. 'journal', 'MAXLEN', '=',
+      F.fmt(C.journal_max_len), F.fmt(math.floor(NOW / 1000)) .. '-*', 't', NOW_S, 'e',
+      cmsgpack.pack(JOURNAL)}
+  end
+  if TRIM_BEFORE_MS then
+    writes[#writes + 1] = {false, 'XTRIM', P .. 'journal', 'MINID', '=', F.fmt(TRIM_BEFORE_MS)}
+  end
 end

@@ -54,6 +54,7 @@ function F.register(r)
   end
   F.w('ZADD', P .. 'mexp', expires, F.pad(id))
   F.profile_seen(pid)
+  F.journal('registered', id, r.name, r.pool)
   return {'registered', id}
 end
 
@@ -84,7 +85,7 @@ function F.renew(machine, job, token)
   end
   local attempt_deadline = rec.attempt_deadline
   if NOW >= attempt_deadline then
-    F.revoke(job, 'overtime')
+    F.revoke(job, 'overtime', 'overtime')
     return 0
   end
   local deadline = NOW + C.lease_ttl
@@ -119,9 +120,11 @@ function F.retire(id, state)
   F.wk('HSET', mk, 'state', state)
   local leases = F.leases_of(id)
   F.set_leases(id, {})
+  F.journal(state == 'lost' and 'lost' or 'deregistered', id)
+  local reason = state == 'lost' and 'lost' or 'gone'
   local requeued, ended = 0, 0
   for i = 1, #leases, 2 do
-    if F.revoke(leases[i], 'abandoned').terminal then
+    if F.revoke(leases[i], 'abandoned', reason).terminal then
       ended = ended + 1
     else
       requeued = requeued + 1

@@ -126,6 +126,7 @@ function F.reap(r)
   local report = {promoted = 0, lost = 0, requeued = 0, dead = 0, timed_out = 0,
     unworkable = 0, purged = 0}
   local budget = r.max
+  F.journal_trim()
   report.promoted = F.promote_due(budget)
   budget = budget - report.promoted
   while budget > 0 do
@@ -140,8 +141,9 @@ function F.reap(r)
   while budget > 0 do
     local job = F.first_expired_lease()
     if not job then break end
-    local ad = F.run(job).attempt_deadline
-    local next = F.revoke(job, NOW >= ad and 'overtime' or 'abandoned')
+    local overtime = NOW >= F.run(job).attempt_deadline
+    local next = F.revoke(job, overtime and 'overtime' or 'abandoned',
+      overtime and 'overtime' or 'expired')
     if not next.terminal then
       report.requeued = report.requeued + 1
     elseif next.terminal == 'timed_out' then

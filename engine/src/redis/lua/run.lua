@@ -127,6 +127,11 @@ function F.lease_runs(ids, machine, specs, key, out, granted)
   local o = #out
   out[o + 1], out[o + 2], out[o + 3] = key, deadline, #ids
   o = o + 3
+  -- The journal's run of leases (journal.lua): machine and count, then job, token, attempt.
+  local J = F.journal_table()
+  local j = #J
+  J[j + 1], J[j + 2], J[j + 3] = 'leased', machine, #ids
+  j = j + 3
   for i = 1, #ids do
     local id = ids[i]
     local bytes = RUNS[id]
@@ -153,6 +158,8 @@ function F.lease_runs(ids, machine, specs, key, out, granted)
     n = n + 2
     out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, token, attempt, specs[i]
     o = o + 4
+    J[j + 1], J[j + 2], J[j + 3] = id, token, attempt
+    j = j + 3
     granted[#granted + 1] = FMT[id] or F.fmtm(id)
   end
 end
@@ -164,6 +171,13 @@ end
 function F.succeed_runs(leases, from)
   local recorded = 0
   local stop
+  -- The journal's run of successes (journal.lua): count, then job, token; the count is set
+  -- once known.
+  local J = F.journal_table()
+  local j = #J
+  local count_at = j + 2
+  J[j + 1], J[count_at] = 'succeeded', 0
+  j = count_at
   for i = from, #leases, 2 do
     local id, token = leases[i], leases[i + 1]
     local bytes = RUNS[id]
@@ -184,6 +198,13 @@ function F.succeed_runs(leases, from)
     F.drop_lease(machine, id)
     F.finished_later(id)
     recorded = recorded + 1
+    J[j + 1], J[j + 2] = id, token
+    j = j + 2
+  end
+  if recorded == 0 then
+    J[count_at], J[count_at - 1] = nil, nil
+  else
+    J[count_at] = recorded
   end
   F.count_successes(recorded)
   return stop

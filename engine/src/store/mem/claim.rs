@@ -180,6 +180,12 @@ impl MemStore {
             machine,
             at: now,
         });
+        self.jot(crate::store::journal::JournalEvent::Leased {
+            job,
+            machine,
+            token,
+            attempt: grant.attempt,
+        });
         grant
     }
 

@@ -8,6 +8,7 @@ use crate::core::model::JobView;
 use crate::core::{
     ClassId, Failure, JobId, JobSpec, JobState, Outcome, Requirements, StateName, Time, Token,
 };
+use crate::store::journal::{JournalEvent, RevokeReason};
 use crate::store::request::{Refusal, Reply};
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -60,6 +61,12 @@ impl MemStore {
         );
         self.totals.submitted += 1;
         self.emit(HistoryEvent::Submitted { job, at: now });
+        let record = &self.jobs[&job];
+        self.jot(JournalEvent::Submitted {
+            job,
+            priority: record.spec.priority,
+            requirements: record.spec.requirements.clone(),
+        });
         self.enqueue(job);
         Ok(Reply::Submitted { job, created: true })
     }
@@ -79,6 +86,11 @@ impl MemStore {
             }
             JobState::Leased { token, .. } => {
                 self.end_lease(job);
+                self.jot(JournalEvent::Revoked {
+                    job,
+                    token,
+                    reason: RevokeReason::Cancelled,
+                });
                 Some(LeaseEnd {
                     token,
                     reported: false,
@@ -123,8 +135,16 @@ impl MemStore {
             reported: true,
         });
         match outcome {
-            Outcome::Succeeded => self.finish(job, StateName::Succeeded, ended),
+            Outcome::Succeeded => {
+                self.jot(JournalEvent::Succeeded { job, token });
+                self.finish(job, StateName::Succeeded, ended)
+            }
             Outcome::Failed(failure) => {
+                self.jot(JournalEvent::Failed {
+                    job,
+                    token,
+                    class: failure.class().to_string(),
+                });
                 if let Failure::GpuOom { needed_gb } = failure {
                     self.raise_gpu_mem(job, *needed_gb);
                 }
@@ -158,6 +178,7 @@ impl MemStore {
         // A released attempt did not fail: it is not charged.
         record.attempt -= 1;
         self.end_lease(job);
+        self.jot(JournalEvent::Released { job, token });
         self.emit(HistoryEvent::Requeued {
             job,
             at: self.now,
@@ -266,6 +287,8 @@ impl MemStore {
             Next::Terminal(state) => self.finish(job, state, ended),
             Next::Retry { delay } => {
                 self.totals.retries += 1;
+                let until = (delay.as_micros() > 0).then(|| self.now.plus(delay));
+                self.jot(JournalEvent::Requeued { job, until });
                 self.emit(HistoryEvent::Requeued {
                     job,
                     at: self.now,
@@ -308,6 +331,9 @@ impl MemStore {
             _ => &mut self.totals.unworkable,
         };
         *total += 1;
+        if let Some(event) = JournalEvent::finished(job, state) {
+            self.jot(event);
+        }
         self.finished.push_back((now, job));
         self.counts.finished_retained += 1;
         self.emit(HistoryEvent::Finished {
@@ -319,13 +345,14 @@ impl MemStore {
     }
 
     /// Ends a leased job's attempt from the store's side (expiry, machine lost, over time).
-    pub(super) fn revoke(&mut self, job: JobId, end: AttemptEnd<'_>) -> Next {
+    pub(super) fn revoke(&mut self, job: JobId, end: AttemptEnd<'_>, reason: RevokeReason) -> Next {
         let record = &self.jobs[&job];
         let JobState::Leased { token, .. } = record.state else {
             panic!("revoke of job {job} in state {:?}", record.state);
         };
         let (attempt, max) = (record.attempt, record.spec.max_attempts);
         self.end_lease(job);
+        self.jot(JournalEvent::Revoked { job, token, reason });
         self.totals.revoked += 1;
         let next = after_attempt(job, attempt, max, end, &self.config);
         self.settle(

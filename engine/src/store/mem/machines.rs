@@ -3,6 +3,7 @@
 use super::{MachineRecord, MachineState, MemStore, ProfileRecord};
 use crate::core::lifecycle::{AttemptEnd, Next};
 use crate::core::{EngineConfig, JobState, MachineId, MachineSpec, ProfileId};
+use crate::store::journal::{JournalEvent, RevokeReason};
 use crate::store::request::{LeaseRef, LeaseStatus, Refusal, Reply};
 use std::sync::Arc;
 
@@ -57,6 +58,12 @@ impl MemStore {
         };
         self.machine_expiry.insert((expires, machine));
         self.profiles[profile.0 as usize].last_seen = Some(self.now);
+        let spec = &self.machines[&machine].spec;
+        self.jot(JournalEvent::Registered {
+            machine,
+            name: spec.name.clone(),
+            pool: spec.pool.clone(),
+        });
         Ok(Reply::Registered { machine })
     }
 
@@ -115,7 +122,7 @@ impl MemStore {
             return LeaseStatus::Revoked;
         }
         if now >= record.attempt_deadline {
-            self.revoke(lease.job, AttemptEnd::OverTime);
+            self.revoke(lease.job, AttemptEnd::OverTime, RevokeReason::Overtime);
             return LeaseStatus::Revoked;
         }
         let deadline = now.plus(ttl);
@@ -151,9 +158,17 @@ impl MemStore {
         let record = self.machines.get_mut(&machine).expect("known machine");
         self.machine_expiry.remove(&(record.expires, machine));
         record.state = state;
+        let leases = std::mem::take(&mut record.leases);
+        let reason = if state == MachineState::Lost {
+            self.jot(JournalEvent::Lost { machine });
+            RevokeReason::Lost
+        } else {
+            self.jot(JournalEvent::Deregistered { machine });
+            RevokeReason::Gone
+        };
         let mut revoked = Revoked::default();
-        for job in std::mem::take(&mut record.leases) {
-            match self.revoke(job, AttemptEnd::Abandoned) {
+        for job in leases {
+            match self.revoke(job, AttemptEnd::Abandoned, reason) {
                 Next::Retry { .. } => revoked.requeued += 1,
                 Next::Terminal(_) => revoked.dead += 1,
             }

@@ -8,6 +8,7 @@ mod machines;
 mod reap;
 mod views;
 
+use super::journal::{Journal, JournalEvent};
 use super::request::{Refusal, Reply, Request};
 use crate::check::history::HistoryEvent;
 use crate::core::model::Profile;
@@ -119,6 +120,7 @@ pub struct MemStore {
     waiting: BTreeMap<ProfileId, BTreeSet<(u64, MachineId)>>,
     wakes: Vec<MachineId>,
     history: Option<Vec<HistoryEvent>>,
+    journal: Option<Journal>,
     counts: JobCounts,
     totals: super::request::Totals,
 }
@@ -147,6 +149,7 @@ impl MemStore {
             waiting: BTreeMap::new(),
             wakes: Vec::new(),
             history: None,
+            journal: None,
             counts: JobCounts::default(),
             totals: Default::default(),
         }
@@ -159,6 +162,15 @@ impl MemStore {
     /// Record lifecycle events for the checker; take them with `drain_history`.
     pub fn record_history(&mut self) {
         self.history.get_or_insert_with(Vec::new);
+    }
+
+    /// Keep the journal (store/journal.rs), as RedisStore does; read it with `journal`.
+    pub fn record_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     pub fn drain_history(&mut self) -> impl Iterator<Item = HistoryEvent> + '_ {
@@ -186,8 +198,17 @@ impl MemStore {
         self.jobs.get(&job).map(|j| j.state)
     }
 
-    /// Apply one request at store time `now`. Time never runs backwards for a store.
+    /// Apply one request at store time `now`. Time never runs backwards for a store. The
+    /// journal gets one entry for the call.
     pub fn apply(&mut self, now: Time, request: Request) -> Result<Reply, Refusal> {
+        let reply = self.apply_one(now, request);
+        if let Some(journal) = &mut self.journal {
+            journal.end_call(self.now, self.config.journal.max_len);
+        }
+        reply
+    }
+
+    fn apply_one(&mut self, now: Time, request: Request) -> Result<Reply, Refusal> {
         debug_assert!(
             now >= self.now,
             "store clock ran backwards: {now:?} < {:?}",
@@ -232,13 +253,22 @@ impl MemStore {
 
     fn batch(&mut self, now: Time, requests: Vec<Request>) -> Result<Reply, Refusal> {
         super::request::check_batch(&requests, &self.config.limits)?;
-        let results = requests.into_iter().map(|r| self.apply(now, r)).collect();
+        let results = requests
+            .into_iter()
+            .map(|r| self.apply_one(now, r))
+            .collect();
         Ok(Reply::Batch(results))
     }
 
     fn emit(&mut self, event: HistoryEvent) {
         if let Some(history) = &mut self.history {
             history.push(event);
+        }
+    }
+
+    fn jot(&mut self, event: JournalEvent) {
+        if let Some(journal) = &mut self.journal {
+            journal.note(event);
         }
     }
 

@@ -5,12 +5,18 @@ use super::claim::allows;
 use super::{MachineState, MemStore};
 use crate::core::lifecycle::{AttemptEnd, Next};
 use crate::core::{ClassId, JobId, JobState, StateName};
+use crate::store::journal::RevokeReason;
 use crate::store::request::ReapReport;
 
 impl MemStore {
     pub(super) fn reap(&mut self, max: u32) -> ReapReport {
         let mut report = ReapReport::default();
         let mut budget = max;
+        let max_age = self.config.journal.max_age.as_micros();
+        if let (Some(journal), Some(oldest)) = (&mut self.journal, self.now.0.checked_sub(max_age))
+        {
+            journal.trim_before(crate::core::Time(oldest));
+        }
         report.promoted = self.promote_due(budget);
         budget -= report.promoted;
         self.reap_machines(&mut budget, &mut report);
@@ -77,13 +83,12 @@ impl MemStore {
                 }
                 continue;
             }
-            let over_time = self.now >= record.attempt_deadline;
-            let end = if over_time {
-                AttemptEnd::OverTime
+            let (end, reason) = if self.now >= record.attempt_deadline {
+                (AttemptEnd::OverTime, RevokeReason::Overtime)
             } else {
-                AttemptEnd::Abandoned
+                (AttemptEnd::Abandoned, RevokeReason::Expired)
             };
-            match self.revoke(job, end) {
+            match self.revoke(job, end, reason) {
                 Next::Retry { .. } => report.requeued += 1,
                 Next::Terminal(StateName::TimedOut) => report.timed_out += 1,
                 Next::Terminal(_) => report.dead += 1,

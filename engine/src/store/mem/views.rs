@@ -26,10 +26,13 @@ impl MemStore {
             }
             message.truncate(cut);
         }
-        record.progress = Some(Box::new(Progress {
-            percent: percent.min(100),
-            message,
-        }));
+        let percent = percent.min(100);
+        record.progress = Some(Box::new(Progress { percent, message }));
+        self.jot(crate::store::journal::JournalEvent::Progress {
+            job,
+            token,
+            percent,
+        });
         Ok(Reply::ProgressNoted)
     }
 
