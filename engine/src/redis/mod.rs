@@ -37,6 +37,8 @@
 
 mod codec;
 mod connection;
+pub mod dump;
+pub mod formats;
 mod scripts;
 
 pub use codec::{requirements_from_key, wire_config};
@@ -220,6 +222,37 @@ impl RedisStore {
     /// Sends one plain command on the request connection.
     async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
         self.query_raw(&cmd).await.map_err(store_error)
+    }
+
+    /// Sends commands in one round trip on the request connection (reads for `dump`).
+    async fn query_pipe(&self, pipe: &::redis::Pipeline) -> Result<Vec<Value>, StoreError> {
+        match &self.inner.requests {
+            Requests::Node(conn) => pipe.query_async(&mut conn.clone()).await,
+            Requests::Cluster(conn) => pipe.query_async(&mut conn.clone()).await,
+        }
+        .map_err(store_error)
+    }
+
+    /// Sends a command that names no key (SCAN) to the node holding the namespace.
+    async fn query_slot(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
+        use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match &self.inner.requests {
+            Requests::Node(_) => self.query(cmd).await,
+            Requests::Cluster(conn) => {
+                let route = Route::with_key(&self.inner.meta_key, SlotAddr::Master);
+                conn.clone()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+                    .map_err(store_error)
+            }
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.inner.requests, Requests::Cluster(_))
     }
 
     async fn query_raw(&self, cmd: &::redis::Cmd) -> Result<Value, ::redis::RedisError> {

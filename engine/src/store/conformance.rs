@@ -2,9 +2,9 @@
 //! does. A case is a list of steps (a store time, a request built from what earlier replies
 //! said, and optionally a check). `run` applies a case to one store and runs its checks;
 //! `run_paired` applies it to a `MemStore` and another store in lockstep and demands identical
-//! replies and identical wake-ups at every step. `tests/redis_conformance.rs` runs every case
-//! against Redis; the unit test below runs them against MemStore, so the checks themselves stay
-//! true.
+//! replies, identical wake-ups and identical stored state (`store::dump`) at every step.
+//! `tests/redis_conformance.rs` runs every case against Redis; the unit test below runs them
+//! against MemStore, so the checks themselves stay true.
 
 use crate::core::config::CatalogModel;
 use crate::core::labels::{LabelValue, Labels};
@@ -12,6 +12,7 @@ use crate::core::{
     EngineConfig, Failure, JobId, JobSpec, MachineId, MachineSpec, ModelId, ModelSet, Offer,
     Outcome, Requirements, Span, StateName, Time, Token,
 };
+use crate::store::dump::{diff, StateDump};
 use crate::store::request::{Grant, LeaseRef, LeaseStatus, Refusal, Reply, Request};
 use crate::store::MemStore;
 use std::sync::Arc;
@@ -21,6 +22,10 @@ pub trait Target {
     /// Applies `request` at store time `now`: the reply and the machines it woke, in order.
     fn apply_at(&mut self, now: Time, request: Request)
         -> (Result<Reply, Refusal>, Vec<MachineId>);
+
+    /// What the store holds now, decoded (`store::dump`): `run_paired` compares it with
+    /// MemStore's after every step.
+    fn dump(&mut self) -> StateDump;
 }
 
 impl Target for MemStore {
@@ -31,6 +36,26 @@ impl Target for MemStore {
     ) -> (Result<Reply, Refusal>, Vec<MachineId>) {
         let reply = self.apply(now, request);
         (reply, self.drain_wakes().collect())
+    }
+
+    fn dump(&mut self) -> StateDump {
+        MemStore::dump(self)
+    }
+}
+
+/// Compares the state two stores hold after the same requests: `Err` names the first
+/// difference (see `dump::diff`), or MemStore's own anomalies, which a correct MemStore never
+/// has.
+pub fn compare_dumps(memstore: &StateDump, target: &StateDump) -> Result<(), String> {
+    if !memstore.anomalies.is_empty() {
+        return Err(format!(
+            "MemStore's state is inconsistent: {}",
+            memstore.anomalies.join("; ")
+        ));
+    }
+    match diff(memstore, target, "MemStore", "target  ") {
+        None => Ok(()),
+        Some(d) => Err(format!("stored state differs at {d}")),
     }
 }
 
@@ -258,7 +283,8 @@ pub fn run(case: &Case, target: &mut dyn Target) -> Result<(), String> {
 }
 
 /// Applies `case` to a fresh MemStore and to `target` in lockstep: every reply and every
-/// wake-up must be identical, and the case's checks must hold.
+/// wake-up must be identical, the state each holds after every step must be the same
+/// (`compare_dumps`), and the case's checks must hold.
 pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
     let mut reference = MemStore::new(case.config.clone());
     let mut ctx = Ctx::default();
@@ -278,6 +304,8 @@ pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
                 case.name
             ));
         }
+        compare_dumps(&reference.dump(), &target.dump())
+            .map_err(|e| format!("{}: after step {i} ({request:?}): {e}", case.name))?;
         if let Some(check) = &step.check {
             check(&ctx, &got, &got_wakes)
                 .map_err(|e| format!("{}: step {i} ({request:?}): {e}", case.name))?;
