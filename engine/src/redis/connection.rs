@@ -81,6 +81,11 @@ pub struct ConnectOptions {
     /// Response timeout for requests (not for wake-up waits). Default: the engine's
     /// `request_timeout`.
     pub response_timeout: Option<Duration>,
+    /// Only to read the namespace and manage libraries (`drover inspect`, `drover admin gc`):
+    /// connect without loading the function library, announcing it, or checking the
+    /// namespace's layout (the reader checks it, and says so, itself). Requests sent anyway
+    /// load the library when they find it missing.
+    pub read_only: bool,
 }
 
 /// Maps a redis-rs error to the store's error, saying what went wrong in words an operator can

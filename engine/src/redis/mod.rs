@@ -15,7 +15,7 @@
 //! | `{ns}:idem` | hash | idempotency key -> job |
 //! | `{ns}:classkey` | hash | class key -> class id |
 //! | `{ns}:c:<class>` | hash | a class's requirements |
-//! | `{ns}:c:<class>:q` | zset | its queue: score 100 - priority, member zero-padded job id |
+//! | `{ns}:c:<class>:q` | zset | its queue: score (100 - priority) * 2^46 + id, member the id |
 //! | `{ns}:c:<class>:allows` | hash | profile -> 1 never fits / 2 fits when free |
 //! | `{ns}:nonempty` | zset | classes with queued jobs |
 //! | `{ns}:delayed` | zset | retries by release time |
@@ -26,6 +26,10 @@
 //! | `{ns}:machines`, `{ns}:mexp` | zset | machines by id; by heartbeat expiry |
 //! | `{ns}:waitp`, `{ns}:w:<profile>` | zset | profiles with idle machines; the idle line |
 //! | `{ns}:wake:<machine>` | list | a pending wake-up; the machine BLPOPs it |
+//! | `drover:libraries` | hash | server-wide, outside every namespace: function library -> when a process last said it uses it (libraries.rs) |
+//!
+//! `dump.rs` holds the same layout as data (`dump::KEYS`), with the decoder of every key, and
+//! `formats.rs` the packed values' formats.
 //!
 //! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
 //! `meta.test_clock` exists its value is the clock instead: the conformance suite drives virtual
@@ -39,6 +43,8 @@ mod codec;
 mod connection;
 pub mod dump;
 pub mod formats;
+pub mod inspect;
+pub mod libraries;
 mod scripts;
 
 pub use codec::{requirements_from_key, wire_config};
@@ -121,6 +127,9 @@ impl RedisStore {
         // A PING first: an unauthenticated client gets NOAUTH for it, where the library's
         // large payload would only get a protocol error.
         store.query(::redis::cmd("PING")).await?;
+        if options.read_only {
+            return Ok(store);
+        }
         // Loads the library now, so a server that cannot run it fails here, not on a request.
         store.load_library().await.map_err(|e| {
             StoreError::Connection(format!(
@@ -132,6 +141,8 @@ impl RedisStore {
             .check_layout()
             .await
             .map_err(|e| StoreError::Connection(format!("{}: {e}", connection::redact(url))))?;
+        // So that `drover admin gc` keeps the library while this process may use it.
+        store.start_announcing().await;
         Ok(store)
     }
 
