@@ -450,3 +450,62 @@ async fn gc_deletes_old_libraries_and_keeps_the_current_one() {
         Ok(Ok(Reply::Submitted { .. }))
     ));
 }
+
+#[tokio::test]
+async fn on_a_cluster_the_namespace_decodes_and_gc_reaches_every_master() {
+    let cluster = drover_engine::testing::RedisCluster::start(3, 0);
+    let url = cluster.url();
+    let store = RedisStore::connect(&url, "clu", EngineConfig::default())
+        .await
+        .expect("connect");
+    let made = populate(&store).await;
+    // SCAN goes to the shard that holds the namespace; the reads go there as one pipeline.
+    let dump = store.dump().await.expect("dump");
+    assert_eq!(dump.anomalies, Vec::<String>::new());
+    assert_eq!(dump.jobs.len(), 4);
+    let v = json(&inspect_url(
+        &url,
+        "clu",
+        &["job", &made.leased.0.to_string(), "--json"],
+    ));
+    assert_eq!(v["job"]["state"], "leased");
+    let v = json(&inspect_url(
+        &url,
+        "clu",
+        &["namespace", "--check", "--json"],
+    ));
+    assert_eq!(v["anomalies"], serde_json::json!([]));
+    let libs = v["libraries"].as_array().expect("libraries").clone();
+    assert_eq!(libs.len(), 1, "{libs:?}");
+    assert_eq!(
+        libs[0]["loaded_on"].as_array().map(Vec::len),
+        Some(3),
+        "{libs:?}"
+    );
+    // An old library on every master (as FUNCTION LOAD through a cluster client leaves it).
+    let old = "drover_00000000000000ee";
+    for node in &cluster.nodes {
+        load_fake(node, old);
+    }
+    let (code, out, err) = drover(&["admin", "gc", "--redis", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("deleted") && l.contains(old)),
+        "{out}"
+    );
+    for node in &cluster.nodes {
+        let left = libraries_loaded(node);
+        assert!(!left.iter().any(|l| l == old), "{left:?}");
+        assert!(left.iter().any(|l| l == libraries::current()), "{left:?}");
+    }
+}
+
+fn inspect_url(url: &str, ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--redis", url, "--namespace", ns]);
+    let (code, out, err) = drover(&all);
+    assert_eq!(code, 0, "drover {all:?} failed: {err}");
+    out
+}
