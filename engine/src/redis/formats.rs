@@ -158,7 +158,7 @@ impl RunRecord {
 
 /// Packed doubles, as lua/prelude.lua's `F.encode_list` writes them ('' is the empty list).
 pub fn decode_doubles(bytes: &[u8]) -> Result<Vec<f64>, String> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(format!(
             "{} bytes, not a whole number of doubles",
             bytes.len()

@@ -773,7 +773,7 @@ impl JobReport {
                     cut -= 1;
                 }
                 payload.truncate(cut);
-                payload.push_str("…");
+                payload.push('…');
             }
             let _ = writeln!(out, "\npayload ({} bytes): {payload}", j.payload.len());
         }

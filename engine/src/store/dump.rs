@@ -567,6 +567,9 @@ pub fn diff(a: &StateDump, b: &StateDump, a_name: &str, b_name: &str) -> Option<
     None
 }
 
+/// Says how two values of a named thing differ.
+type Differ<'a> = dyn Fn(String, &dyn Debug, &dyn Debug) -> Option<String> + 'a;
+
 /// Walks two id-sorted lists: the first id only one side holds, or the first difference
 /// `fields` finds between two records of one id.
 fn by_id<T: Debug>(
@@ -574,7 +577,7 @@ fn by_id<T: Debug>(
     b: &[T],
     id: impl Fn(&T) -> u64,
     what: &str,
-    differ: &dyn Fn(String, &dyn Debug, &dyn Debug) -> Option<String>,
+    differ: &Differ<'_>,
     fields: impl Fn(&T, &T) -> Option<String>,
 ) -> Option<String> {
     let (mut i, mut j) = (0, 0);
