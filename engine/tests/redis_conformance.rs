@@ -1,6 +1,7 @@
 //! RedisStore against MemStore: every conformance case, and proptest-generated sequences of
-//! requests, applied to both with the same store clock, must get identical replies and wake
-//! the same machines. Needs `redis-server` on PATH (each test starts its own on a free port).
+//! requests, applied to both with the same store clock, must get identical replies, wake the
+//! same machines and leave the same state behind (`store::dump`, compared after every step).
+//! Needs `redis-server` on PATH (each test starts its own on a free port).
 
 use drover_engine::core::labels::{LabelValue, Labels};
 use drover_engine::core::{
@@ -10,6 +11,7 @@ use drover_engine::core::{
 use drover_engine::redis::RedisStore;
 use drover_engine::store::conformance::{self, Ctx, Target};
 use drover_engine::store::journal::JournalEntry;
+use drover_engine::store::StateDump;
 use drover_engine::store::{LeaseRef, MemStore, Refusal, Reply, Request};
 use drover_engine::testing::RedisServer;
 use proptest::prelude::*;
@@ -57,6 +59,13 @@ impl Target for RedisTarget {
             .block_on(async move { store.read_journal(None, 1_000_000).await })
             .expect("read the journal");
         Some(entries)
+    }
+
+    fn dump(&mut self) -> StateDump {
+        let store = self.store.clone();
+        self.runtime
+            .block_on(async move { store.dump().await })
+            .expect("dump the namespace")
     }
 }
 
@@ -424,6 +433,9 @@ fn run_sequence(url: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             i,
             request
         );
+        if let Err(e) = conformance::compare_dumps(&mem.dump(), &redis.dump()) {
+            prop_assert!(false, "after step {}: {:?}: {}", i, request, e);
+        }
         driver.learn(&request, &got);
     }
     // The journals agree entry by entry, and say what happened.

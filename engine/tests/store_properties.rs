@@ -339,6 +339,12 @@ impl Driver {
             }
         }
         assert_eq!(self.store.counts(), derived, "after {what}: counts drifted");
+        // The store's indexes agree with its records (`store::dump`'s checks).
+        let anomalies = self.store.dump().anomalies;
+        assert!(
+            anomalies.is_empty(),
+            "after {what}: the store's state does not add up: {anomalies:#?}"
+        );
         let registered: Vec<MachineId> = self
             .machines
             .iter()

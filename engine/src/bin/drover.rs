@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use drover_engine::agent::Agent;
 use drover_engine::api::client::ApiClient;
 use drover_engine::api::{self, ApiOptions, ApiState};
-use drover_engine::core::{EngineConfig, MachineId, MachineSpec, ModelSet, Time};
+use drover_engine::core::{EngineConfig, JobId, MachineId, MachineSpec, ModelSet, Span, Time};
 use drover_engine::executor::Executors;
 use drover_engine::redis::{config_differences, ConnectOptions, RedisStore};
 use drover_engine::runtime::{
@@ -53,7 +53,12 @@ enum Command {
     Status(StatusArgs),
     /// List this machine's GPUs (through the CUDA driver), as JSON.
     Gpus,
-    /// Administer a namespace on Redis.
+    /// Read what a namespace holds in Redis: a job, a machine, the queues, the namespace.
+    Inspect {
+        #[command(subcommand)]
+        what: InspectWhat,
+    },
+    /// Administer Redis: a namespace's engine configuration, old function libraries.
     Admin(AdminArgs),
 }
 
@@ -68,6 +73,20 @@ enum AdminCommand {
     /// The namespace's engine configuration: show it, or change it for every process.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Delete Drover function libraries that no process has announced using within
+    /// --older-than (the one this drover loads is always kept).
+    Gc {
+        #[arg(long)]
+        redis: String,
+        /// "24h", "30m", ...: keep a library announced more recently than this.
+        #[arg(long, default_value = "24h")]
+        older_than: String,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +103,41 @@ enum ConfigCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum InspectWhat {
+    /// A job: state, attempt, lease token and expiry, machine, class, and its history so far.
+    Job {
+        id: String,
+        #[command(flatten)]
+        opts: InspectOpts,
+    },
+    /// A machine: its spec, leases and last heartbeat.
+    Machine {
+        id: String,
+        #[command(flatten)]
+        opts: InspectOpts,
+    },
+    /// Queue depth per class, with the head and the oldest job's wait.
+    Queues {
+        #[command(flatten)]
+        opts: InspectOpts,
+    },
+    /// The namespace's data layout, counters and keys, and the function libraries loaded.
+    Namespace {
+        /// Also decode every key and report whatever does not add up (reads the whole
+        /// namespace).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        opts: InspectOpts,
+    },
+    /// Everything the namespace holds, decoded (the form the conformance suite compares).
+    Dump {
+        #[command(flatten)]
+        opts: InspectOpts,
+    },
+}
+
 #[derive(Args)]
 struct RedisArgs {
     /// redis://HOST:PORT (rediss:// for TLS, redis+cluster:// for a cluster).
@@ -91,6 +145,18 @@ struct RedisArgs {
     redis: String,
     #[arg(long, default_value = "drover")]
     namespace: String,
+}
+
+#[derive(Args)]
+struct InspectOpts {
+    /// redis://HOST:PORT (rediss:// for TLS, redis+cluster://... for a cluster).
+    #[arg(long)]
+    redis: String,
+    #[arg(long, default_value = "drover")]
+    namespace: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -265,9 +331,16 @@ async fn run(command: Command) -> Result<()> {
             AdminCommand::Config(ConfigCommand::Set { file, redis }) => {
                 config_set(&file, redis).await
             }
+            AdminCommand::Gc {
+                redis,
+                older_than,
+                dry_run,
+                json,
+            } => gc(&redis, &older_than, dry_run, json).await,
         },
         Command::Submit(args) => submit(args).await,
         Command::Status(args) => status(args).await,
+        Command::Inspect { what } => inspect(what).await,
         Command::Gpus => {
             println!(
                 "{}",
@@ -640,4 +713,108 @@ async fn status(args: StatusArgs) -> Result<()> {
         bail!("{path}: {status}");
     }
     Ok(())
+}
+
+/// A store to read from: no library loaded, nothing announced (`ConnectOptions::read_only`).
+async fn connect_reader(url: &str, namespace: &str) -> Result<RedisStore> {
+    let options = ConnectOptions {
+        read_only: true,
+        ..ConnectOptions::default()
+    };
+    RedisStore::connect_with(url, namespace, EngineConfig::default(), options)
+        .await
+        .context("connecting to Redis")
+}
+
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
+}
+
+fn parse_id(what: &str, id: &str) -> Result<u64> {
+    id.trim()
+        .parse()
+        .with_context(|| format!("{what} id {id:?} is not a number"))
+}
+
+async fn inspect(what: InspectWhat) -> Result<()> {
+    match what {
+        InspectWhat::Job { id, opts } => {
+            let id = JobId(parse_id("job", &id)?);
+            let store = connect_reader(&opts.redis, &opts.namespace).await?;
+            let Some(report) = store.inspect_job(id).await? else {
+                bail!("job {} not found in namespace {:?}", id.0, opts.namespace);
+            };
+            print_report(&report, opts.json, |r| r.render())
+        }
+        InspectWhat::Machine { id, opts } => {
+            let id = MachineId(parse_id("machine", &id)?);
+            let store = connect_reader(&opts.redis, &opts.namespace).await?;
+            let Some(report) = store.inspect_machine(id).await? else {
+                bail!(
+                    "machine {} not found in namespace {:?}",
+                    id.0,
+                    opts.namespace
+                );
+            };
+            print_report(&report, opts.json, |r| r.render())
+        }
+        InspectWhat::Queues { opts } => {
+            let store = connect_reader(&opts.redis, &opts.namespace).await?;
+            let report = store.inspect_queues().await?;
+            print_report(&report, opts.json, |r| r.render())
+        }
+        InspectWhat::Namespace { check, opts } => {
+            let store = connect_reader(&opts.redis, &opts.namespace).await?;
+            let report = store.inspect_namespace(check).await?;
+            print_report(&report, opts.json, |r| r.render())?;
+            if report.anomalies.as_ref().is_some_and(|a| !a.is_empty()) {
+                bail!("the namespace's keys do not add up (see the anomalies above)");
+            }
+            Ok(())
+        }
+        InspectWhat::Dump { opts } => {
+            let store = connect_reader(&opts.redis, &opts.namespace).await?;
+            let dump = store.dump().await?;
+            // The dump is for machines and diffs: JSON either way.
+            println!("{}", serde_json::to_string_pretty(&dump)?);
+            Ok(())
+        }
+    }
+}
+
+async fn gc(url: &str, older_than: &str, dry_run: bool, json: bool) -> Result<()> {
+    let bound = Span::parse(older_than).context("--older-than")?;
+    let store = connect_reader(url, "drover").await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let verdicts = store
+        .gc_libraries(Duration::from_micros(bound.as_micros()), now, dry_run)
+        .await?;
+    print_report(&verdicts, json, |verdicts| {
+        let mut out = String::new();
+        if verdicts.is_empty() {
+            out.push_str("no Drover function libraries on the server\n");
+        }
+        for v in verdicts {
+            let announced = match v.library.announced {
+                Some(t) => format!("announced {}s ago", now.saturating_sub(t)),
+                None => "never announced".into(),
+            };
+            out.push_str(&format!(
+                "{:<14} {}  ({announced})\n",
+                v.action, v.library.name
+            ));
+        }
+        out
+    })
 }

@@ -84,6 +84,11 @@ pub struct ConnectOptions {
     /// Connect without recording or checking the namespace's engine configuration (for tools
     /// that read or replace it: `drover admin config`). Processes that send requests must not.
     pub skip_namespace_config: bool,
+    /// Only to read the namespace and manage libraries (`drover inspect`, `drover admin gc`):
+    /// connect without loading the function library, announcing it, or checking the
+    /// namespace's layout (the reader checks it, and says so, itself). Requests sent anyway
+    /// load the library when they find it missing.
+    pub read_only: bool,
 }
 
 /// Maps a redis-rs error to the store's error, saying what went wrong in words an operator can

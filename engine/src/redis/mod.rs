@@ -15,7 +15,7 @@
 //! | `{ns}:idem` | hash | idempotency key -> job |
 //! | `{ns}:classkey` | hash | class key -> class id |
 //! | `{ns}:c:<class>` | hash | a class's requirements |
-//! | `{ns}:c:<class>:q` | zset | its queue: score 100 - priority, member zero-padded job id |
+//! | `{ns}:c:<class>:q` | zset | its queue: score (100 - priority) * 2^46 + id, member the id |
 //! | `{ns}:c:<class>:allows` | hash | profile -> 1 never fits / 2 fits when free |
 //! | `{ns}:nonempty` | zset | classes with queued jobs |
 //! | `{ns}:delayed` | zset | retries by release time |
@@ -27,6 +27,10 @@
 //! | `{ns}:waitp`, `{ns}:w:<profile>` | zset | profiles with idle machines; the idle line |
 //! | `{ns}:wake:<machine>` | list | a pending wake-up; the machine BLPOPs it |
 //! | `{ns}:config` | hash | the namespace's engine configuration: json, sha1, written_by, written_at (ns_config.rs) |
+//! | `drover:libraries` | hash | server-wide, outside every namespace: function library -> when a process last said it uses it (libraries.rs) |
+//!
+//! `dump.rs` holds the same layout as data (`dump::KEYS`), with the decoder of every key, and
+//! `formats.rs` the packed values' formats.
 //!
 //! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
 //! `meta.test_clock` exists its value is the clock instead: the conformance suite drives virtual
@@ -38,6 +42,10 @@
 
 mod codec;
 mod connection;
+pub mod dump;
+pub mod formats;
+pub mod inspect;
+pub mod libraries;
 mod ns_config;
 mod scripts;
 
@@ -123,6 +131,9 @@ impl RedisStore {
         // A PING first: an unauthenticated client gets NOAUTH for it, where the library's
         // large payload would only get a protocol error.
         store.query(::redis::cmd("PING")).await?;
+        if options.read_only {
+            return Ok(store);
+        }
         // Loads the library now, so a server that cannot run it fails here, not on a request.
         store.load_library().await.map_err(|e| {
             StoreError::Connection(format!(
@@ -139,6 +150,8 @@ impl RedisStore {
         if !options.skip_namespace_config {
             store.adopt_namespace_config().await?;
         }
+        // So that `drover admin gc` keeps the library while this process may use it.
+        store.start_announcing().await;
         Ok(store)
     }
 
@@ -338,6 +351,37 @@ impl RedisStore {
     /// Sends one plain command on the request connection.
     async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
         self.query_raw(&cmd).await.map_err(store_error)
+    }
+
+    /// Sends commands in one round trip on the request connection (reads for `dump`).
+    async fn query_pipe(&self, pipe: &::redis::Pipeline) -> Result<Vec<Value>, StoreError> {
+        match &self.inner.requests {
+            Requests::Node(conn) => pipe.query_async(&mut conn.clone()).await,
+            Requests::Cluster(conn) => pipe.query_async(&mut conn.clone()).await,
+        }
+        .map_err(store_error)
+    }
+
+    /// Sends a command that names no key (SCAN) to the node holding the namespace.
+    async fn query_slot(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
+        use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match &self.inner.requests {
+            Requests::Node(_) => self.query(cmd).await,
+            Requests::Cluster(conn) => {
+                let route = Route::with_key(&self.inner.meta_key, SlotAddr::Master);
+                conn.clone()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+                    .map_err(store_error)
+            }
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.inner.requests, Requests::Cluster(_))
     }
 
     async fn query_raw(&self, cmd: &::redis::Cmd) -> Result<Value, ::redis::RedisError> {

@@ -2,9 +2,9 @@
 //! does. A case is a list of steps (a store time, a request built from what earlier replies
 //! said, and optionally a check). `run` applies a case to one store and runs its checks;
 //! `run_paired` applies it to a `MemStore` and another store in lockstep and demands identical
-//! replies and identical wake-ups at every step. `tests/redis_conformance.rs` runs every case
-//! against Redis; the unit test below runs them against MemStore, so the checks themselves stay
-//! true.
+//! replies, identical wake-ups and identical stored state (`store::dump`) at every step.
+//! `tests/redis_conformance.rs` runs every case against Redis; the unit test below runs them
+//! against MemStore, so the checks themselves stay true.
 
 use crate::core::config::CatalogModel;
 use crate::core::labels::{LabelValue, Labels};
@@ -12,6 +12,7 @@ use crate::core::{
     EngineConfig, Failure, JobId, JobSpec, MachineId, MachineSpec, ModelId, ModelSet, Offer,
     Outcome, Requirements, Span, StateName, Time, Token,
 };
+use crate::store::dump::{diff, StateDump};
 use crate::store::journal::JournalEntry;
 use crate::store::request::{Grant, LeaseRef, LeaseStatus, Refusal, Reply, Request};
 use crate::store::MemStore;
@@ -27,6 +28,9 @@ pub trait Target {
     fn journal(&mut self) -> Option<Vec<JournalEntry>> {
         None
     }
+    /// What the store holds now, decoded (`store::dump`): `run_paired` compares it with
+    /// MemStore's after every step.
+    fn dump(&mut self) -> StateDump;
 }
 
 impl Target for MemStore {
@@ -41,6 +45,26 @@ impl Target for MemStore {
 
     fn journal(&mut self) -> Option<Vec<JournalEntry>> {
         MemStore::journal(self).map(|j| j.entries().cloned().collect())
+    }
+
+    fn dump(&mut self) -> StateDump {
+        MemStore::dump(self)
+    }
+}
+
+/// Compares the state two stores hold after the same requests: `Err` names the first
+/// difference (see `dump::diff`), or MemStore's own anomalies, which a correct MemStore never
+/// has.
+pub fn compare_dumps(memstore: &StateDump, target: &StateDump) -> Result<(), String> {
+    if !memstore.anomalies.is_empty() {
+        return Err(format!(
+            "MemStore's state is inconsistent: {}",
+            memstore.anomalies.join("; ")
+        ));
+    }
+    match diff(memstore, target, "MemStore", "target  ") {
+        None => Ok(()),
+        Some(d) => Err(format!("stored state differs at {d}")),
     }
 }
 
@@ -280,7 +304,8 @@ pub fn drive(case: &Case, mut apply: impl FnMut(usize, Time, &Request) -> Result
 }
 
 /// Applies `case` to a fresh MemStore and to `target` in lockstep: every reply and every
-/// wake-up must be identical, and the case's checks must hold.
+/// wake-up must be identical, the state each holds after every step must be the same
+/// (`compare_dumps`), and the case's checks must hold.
 pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
     let mut reference = MemStore::new(case.config.clone());
     reference.record_journal();
@@ -312,6 +337,8 @@ pub fn run_paired(case: &Case, target: &mut dyn Target) -> Result<(), String> {
                 ));
             }
         }
+        compare_dumps(&reference.dump(), &target.dump())
+            .map_err(|e| format!("{}: after step {i} ({request:?}): {e}", case.name))?;
         if let Some(check) = &step.check {
             check(&ctx, &got, &got_wakes)
                 .map_err(|e| format!("{}: step {i} ({request:?}): {e}", case.name))?;

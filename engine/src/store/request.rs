@@ -157,7 +157,7 @@ pub struct MachineView {
 }
 
 /// Counts of jobs by live state, kept exact on every transition.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobCounts {
     pub queued: u64,
     pub delayed: u64,
@@ -166,7 +166,7 @@ pub struct JobCounts {
 }
 
 /// Jobs that reached each outcome since the store began (or last lost its data).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub submitted: u64,
     pub succeeded: u64,

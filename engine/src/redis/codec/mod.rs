@@ -15,3 +15,4 @@ mod spec;
 pub use decode::decode;
 pub use encode::{encode, requirements_from_key, wire_config};
 pub use msgpack::unpack;
+pub(crate) use spec::from_stored;

@@ -3,6 +3,7 @@
 //! store's clock.
 
 mod claim;
+mod dump;
 mod jobs;
 mod machines;
 mod reap;
