@@ -120,9 +120,10 @@ impl Namespace {
     }
 }
 
-/// `dump` without what twin namespaces never share: the epoch (when each was first written)
-/// and the armed failure.
+/// `dump` without what twin namespaces never share: the epoch (when each was first written),
+/// the armed failure, and when each recorded its engine configuration.
 fn comparable(mut dump: Dump) -> Dump {
+    dump.remove("config");
     if let Some(meta) = dump.get_mut("meta") {
         let kept: Vec<&[u8]> = meta
             .split(|&b| b == 0)

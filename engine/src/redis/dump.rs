@@ -124,6 +124,11 @@ pub const KEYS: &[KeyKind] = &[
     ),
     key("wake:<n>", "list", "a machine's pending wake-up (expires)"),
     key(
+        "mleft",
+        "zset",
+        "machines that left (lost or deregistered), by when: forgotten after retention",
+    ),
+    key(
         "journal",
         "stream",
         "one entry per call: what it did (lua/journal.lua; read with `drover journal export`)",
@@ -152,6 +157,7 @@ const META_FIELDS: &[&str] = &[
     "t_unworkable",
     "t_retries",
     "t_revoked",
+    "spend_forgotten",
     // Tests only: the conformance suite's clock, and failure injection (lua/prelude.lua).
     "test_clock",
     "test_namespace",

@@ -14,7 +14,7 @@ use crate::core::{
 };
 use crate::store::dump::{diff, StateDump};
 use crate::store::journal::JournalEntry;
-use crate::store::request::{Grant, LeaseRef, LeaseStatus, Refusal, Reply, Request};
+use crate::store::request::{Grant, LeaseRef, LeaseStatus, ReapReport, Refusal, Reply, Request};
 use crate::store::MemStore;
 use std::sync::Arc;
 
@@ -994,6 +994,66 @@ pub fn cases() -> Vec<Case> {
                     ..machine("c", 1, 8)
                 }))
             }),
+        Case::new(
+            "machines that left are forgotten after retention; the limit counts those present",
+        )
+        .with_config(|c| {
+            c.limits.max_machines = 2;
+            c.machine_ttl = Span::from_secs(600);
+        })
+        .register("a", 1, 24)
+        .register("b", 1, 24)
+        .register("c", 1, 24)
+        .expect_reply(|_| {
+            Err(Refusal::Full {
+                what: "machines",
+                limit: 2,
+            })
+        })
+        .step(|c| Request::Deregister {
+            machine: c.machine(0),
+        })
+        .register("c", 1, 24)
+        .expect(|_, reply, _| match reply {
+            Ok(Reply::Registered { .. }) => Ok(()),
+            other => Err(format!("c is refused though a left: {other:?}")),
+        })
+        .register("d", 1, 24)
+        .expect_reply(|_| {
+            Err(Refusal::Full {
+                what: "machines",
+                limit: 2,
+            })
+        })
+        .at(200)
+        .reap()
+        .expect_reply(|_| Ok(Reply::Reaped(ReapReport::default())))
+        .heartbeat(1, &[])
+        .heartbeat(2, &[])
+        .stats()
+        .at(302)
+        .reap()
+        .expect_reply(|_| {
+            Ok(Reply::Reaped(ReapReport {
+                forgotten: 1,
+                ..ReapReport::default()
+            }))
+        })
+        .stats()
+        .step(|_| Request::ListMachines { limit: 10 })
+        .expect(|c, reply, _| match reply {
+            Ok(Reply::Machines(list)) if list.iter().all(|m| m.id != c.machine(0)) => Ok(()),
+            other => Err(format!("machine a is still listed: {other:?}")),
+        })
+        .step(|c| Request::Deregister {
+            machine: c.machine(1),
+        })
+        // A forgotten machine registering again is a new one.
+        .register("a", 1, 24)
+        .expect(|c, reply, _| match reply {
+            Ok(Reply::Registered { machine }) if *machine != c.machine(0) => Ok(()),
+            other => Err(format!("a forgotten machine got its old id: {other:?}")),
+        }),
         Case::new("a batch applies each request in order")
             .register("a", 2, 24)
             .step(|_| {

@@ -232,6 +232,8 @@ pub struct ReapReport {
     pub unworkable: u32,
     /// Finished jobs forgotten after the retention period.
     pub purged: u32,
+    /// Machines forgotten after the retention period (they had left).
+    pub forgotten: u32,
     /// The pass stopped at its bound; run another.
     pub more: bool,
 }
@@ -246,6 +248,7 @@ impl ReapReport {
         self.timed_out += pass.timed_out;
         self.unworkable += pass.unworkable;
         self.purged += pass.purged;
+        self.forgotten += pass.forgotten;
     }
 }
 

@@ -359,6 +359,7 @@ fn reply(value: &Value, request: &Request) -> Result<Result<Reply, Refusal>, Sto
             unworkable: f.u32()?,
             purged: f.u32()?,
             more: f.u64()? != 0,
+            forgotten: f.u32()?,
         }),
         "progress" => Reply::ProgressNoted,
         "jobs" => Reply::Jobs(f.rest().iter().map(job_view).collect::<Result<_, _>>()?),

@@ -34,13 +34,18 @@ function F.register(r)
     -- Its place in an idle line belongs to its old profile.
     F.stop_waiting(id)
     local mk = F.mkey(id)
+    -- Back from lost or gone: present again, not to be forgotten.
+    F.w('ZREM', P .. 'mleft', F.pad(id))
     F.wk('HSET', mk, 'pool', r.pool, 'gpus', F.fmt(r.gpus), 'gpu_model', r.gpu_model,
       'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'cost', r.cost, 'profile', F.fmt(pid),
       'state', 'ready', 'expires', F.fmt(expires), 'last_seen', F.fmt(NOW))
     F.wk('HDEL', mk, 'lc_seq', 'lc_grants', 'lc_idle', 'lc_at')
   else
+    -- Machines that left do not count: they are forgotten after `retention`.
     local n = F.meta('machines')
-    if n >= C.max_machines then return F.full('machines', C.max_machines) end
+    if n - redis.call('ZCARD', P .. 'mleft') >= C.max_machines then
+      return F.full('machines', C.max_machines)
+    end
     -- Ids follow the store clock as well as counting up, so that a store that lost its data
     -- never hands a live agent's old id to another machine.
     id = F.max(F.meta('last_machine') + 1, NOW)
@@ -118,6 +123,7 @@ function F.retire(id, state)
   local mk = F.mkey(id)
   F.w('ZREM', P .. 'mexp', F.pad(id))
   F.wk('HSET', mk, 'state', state)
+  F.w('ZADD', P .. 'mleft', NOW, F.pad(id))
   local leases = F.leases_of(id)
   F.set_leases(id, {})
   F.journal(state == 'lost' and 'lost' or 'deregistered', id)

@@ -109,6 +109,31 @@ function F.purge_finished(budget, report)
   return budget
 end
 
+-- Forgets machines that left (lost or deregistered, holding no lease) over `retention` ago,
+-- oldest first, up to `budget` ({ns}:mleft orders them by when they left): endless churn keeps
+-- the registry the size of the fleet. What they cost stays in the stats' spend
+-- (meta.spend_forgotten, summed in the order they are forgotten, as MemStore does).
+function F.forget_departed(budget, report)
+  while budget > 0 do
+    local head = redis.call('ZRANGE', P .. 'mleft', 0, 0, 'WITHSCORES')
+    if #head == 0 or tonumber(head[2]) + C.retention > NOW then break end
+    local id = tonumber(head[1])
+    local mk = F.mkey(id)
+    local f = redis.call('HMGET', mk, 'name', 'registered_at', 'last_seen', 'cost')
+    local spent = tonumber(redis.call('HGET', META, 'spend_forgotten') or '0') +
+      F.spend(f[2], f[3], f[4])
+    F.wk('HSET', META, 'spend_forgotten', string.format('%.17g', spent),
+      'machines', F.fmt(F.meta('machines') - 1))
+    F.w('HDEL', P .. 'mname', f[1])
+    F.w('ZREM', P .. 'machines', head[1])
+    F.w('ZREM', P .. 'mleft', head[1])
+    F.wk('DEL', mk)
+    report.forgotten = report.forgotten + 1
+    budget = budget - 1
+  end
+  return budget
+end
+
 -- Forgets finished job `job` (F.purge_finished).
 function F.forget_job(job, report)
   local jk = F.jkey(job)
@@ -124,7 +149,7 @@ end
 
 function F.reap(r)
   local report = {promoted = 0, lost = 0, requeued = 0, dead = 0, timed_out = 0,
-    unworkable = 0, purged = 0}
+    unworkable = 0, purged = 0, forgotten = 0}
   local budget = r.max
   F.journal_trim()
   report.promoted = F.promote_due(budget)
@@ -155,6 +180,8 @@ function F.reap(r)
   end
   budget = F.judge_unworkable(budget, report)
   budget = F.purge_finished(budget, report)
+  budget = F.forget_departed(budget, report)
   return {'reaped', report.promoted, report.lost, report.requeued, report.dead,
-    report.timed_out, report.unworkable, report.purged, budget == 0 and 1 or 0}
+    report.timed_out, report.unworkable, report.purged, budget == 0 and 1 or 0,
+    report.forgotten}
 end

@@ -43,6 +43,12 @@ function F.list_machines(r)
   return out
 end
 
+-- What a machine cost (texts as stored): registered to last seen, at its price per hour.
+function F.spend(registered_at, last_seen, cost)
+  local secs = F.max(tonumber(last_seen) - tonumber(registered_at), 0) / 1e6
+  return secs / 3600.0 * tonumber(cost)
+end
+
 function F.stats(r)
   -- dispatch.lua flushed before this request: the counters in meta are current.
   local counts = {F.counter('queued'), F.counter('delayed'), F.counter('leased'),
@@ -58,9 +64,9 @@ function F.stats(r)
   end
   local by_state = {}
   local states = {}
-  -- Summed in machine id order, with the same float operations as MemStore, so the two agree
-  -- to the last bit.
-  local spend = 0.0
+  -- Forgotten machines first, then in machine id order, with the same float operations as
+  -- MemStore, so the two agree to the last bit.
+  local spend = tonumber(redis.call('HGET', META, 'spend_forgotten') or '0')
   for _, m in ipairs(redis.call('ZRANGE', P .. 'machines', 0, -1)) do
     local f = redis.call('HMGET', F.mkey(tonumber(m)), 'state', 'registered_at', 'last_seen',
       'cost')
@@ -69,8 +75,7 @@ function F.stats(r)
       states[#states + 1] = f[1]
     end
     by_state[f[1]] = by_state[f[1]] + 1
-    local secs = F.max(tonumber(f[3]) - tonumber(f[2]), 0) / 1e6
-    spend = spend + secs / 3600.0 * tonumber(f[4])
+    spend = spend + F.spend(f[2], f[3], f[4])
   end
   local machines = {}
   for _, s in ipairs(states) do

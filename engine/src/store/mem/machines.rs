@@ -2,7 +2,7 @@
 
 use super::{MachineRecord, MachineState, MemStore, ProfileRecord};
 use crate::core::lifecycle::{AttemptEnd, Next};
-use crate::core::{EngineConfig, JobState, MachineId, MachineSpec, ProfileId};
+use crate::core::{EngineConfig, JobState, MachineId, MachineSpec, ProfileId, Time};
 use crate::store::journal::{JournalEvent, RevokeReason};
 use crate::store::request::{LeaseRef, LeaseStatus, Refusal, Reply};
 use std::sync::Arc;
@@ -18,6 +18,9 @@ impl MemStore {
                 self.stop_waiting(machine);
                 let record = self.machines.get_mut(&machine).expect("known machine");
                 self.machine_expiry.remove(&(record.expires, machine));
+                if record.state != MachineState::Ready {
+                    self.departed.remove(&(record.last_left, machine));
+                }
                 record.spec = Arc::new(spec);
                 record.profile = profile;
                 record.state = MachineState::Ready;
@@ -28,7 +31,8 @@ impl MemStore {
             }
             None => {
                 let limit = self.config.limits.max_machines;
-                if self.machines.len() as u64 >= limit as u64 {
+                let present = self.machines.len() - self.departed.len();
+                if present as u64 >= limit as u64 {
                     return Err(Refusal::Full {
                         what: "machines",
                         limit: limit as u64,
@@ -51,6 +55,7 @@ impl MemStore {
                         waiting: None,
                         registered_at: self.now,
                         last_seen: self.now,
+                        last_left: Time::ZERO,
                     },
                 );
                 machine
@@ -158,6 +163,8 @@ impl MemStore {
         let record = self.machines.get_mut(&machine).expect("known machine");
         self.machine_expiry.remove(&(record.expires, machine));
         record.state = state;
+        record.last_left = self.now;
+        self.departed.insert((self.now, machine));
         let leases = std::mem::take(&mut record.leases);
         let reason = if state == MachineState::Lost {
             self.jot(JournalEvent::Lost { machine });

@@ -86,6 +86,8 @@ struct MachineRecord {
     waiting: Option<(u64, Offer)>,
     registered_at: Time,
     last_seen: Time,
+    /// When it last left (lost or deregistered); its place in `departed` while it is gone.
+    last_left: Time,
 }
 
 /// A machine's last claim: its sequence number, what it granted, and whether it left the
@@ -114,6 +116,11 @@ pub struct MemStore {
     last_machine: u64,
     machine_names: FxHashMap<String, MachineId>,
     machine_expiry: BTreeSet<(Time, MachineId)>,
+    /// Machines that left (lost or deregistered, holding no lease), by when: forgotten after
+    /// `retention`. They do not count against `max_machines`.
+    departed: BTreeSet<(Time, MachineId)>,
+    /// What forgotten machines cost, summed in the order they were forgotten (stats' spend).
+    spend_forgotten: f64,
     delayed: BTreeSet<(Time, JobId)>,
     lease_expiry: BTreeSet<(Time, JobId)>,
     finished: VecDeque<(Time, JobId)>,
@@ -144,6 +151,8 @@ impl MemStore {
             last_machine: 0,
             machine_names: FxHashMap::default(),
             machine_expiry: BTreeSet::new(),
+            departed: BTreeSet::new(),
+            spend_forgotten: 0.0,
             delayed: BTreeSet::new(),
             lease_expiry: BTreeSet::new(),
             finished: VecDeque::new(),
@@ -192,6 +201,11 @@ impl MemStore {
 
     pub fn counts(&self) -> JobCounts {
         self.counts
+    }
+
+    /// Machines the registry holds: those present, and those that left within `retention`.
+    pub fn machine_count(&self) -> usize {
+        self.machines.len()
     }
 
     /// The live state of a job the store still holds.

@@ -2,6 +2,7 @@
 //! over-time leases, judge unworkable jobs, forget old finished jobs. Bounded per pass.
 
 use super::claim::allows;
+use super::views::spend;
 use super::{MachineState, MemStore};
 use crate::core::lifecycle::{AttemptEnd, Next};
 use crate::core::{ClassId, JobId, JobState, StateName};
@@ -23,6 +24,7 @@ impl MemStore {
         self.reap_leases(&mut budget, &mut report);
         self.judge_unworkable(&mut budget, &mut report);
         self.purge_finished(&mut budget, &mut report);
+        self.forget_departed(&mut budget, &mut report);
         report.more = budget == 0;
         report
     }
@@ -140,6 +142,28 @@ impl MemStore {
                 report.unworkable += 1;
                 *budget -= 1;
             }
+        }
+    }
+
+    /// Machines that left over `retention` ago are forgotten: endless churn keeps the registry
+    /// the size of the fleet. Their cost stays in the stats' spend.
+    fn forget_departed(&mut self, budget: &mut u32, report: &mut ReapReport) {
+        while *budget > 0 {
+            let Some(&(left, machine)) = self.departed.first() else {
+                break;
+            };
+            if left.plus(self.config.retention) > self.now {
+                break;
+            }
+            self.departed.pop_first();
+            let record = self
+                .machines
+                .remove(&machine)
+                .expect("a departed machine is known");
+            self.machine_names.remove(&record.spec.name);
+            self.spend_forgotten += spend(&record);
+            report.forgotten += 1;
+            *budget -= 1;
         }
     }
 

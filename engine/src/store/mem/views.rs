@@ -103,15 +103,16 @@ impl MemStore {
             })
             .collect();
         let mut machines = BTreeMap::new();
-        let mut spend = 0.0;
-        // In id order: a float sum depends on its order, and every store must give the same.
+        // Forgotten machines first, then in id order: a float sum depends on its order, and
+        // every store must give the same.
+        let mut total = self.spend_forgotten;
         let mut ids: Vec<_> = self.machines.keys().copied().collect();
         ids.sort_unstable();
         for m in ids.iter().map(|id| &self.machines[id]) {
             *machines.entry(state_name(m.state).to_string()).or_insert(0) += 1;
-            spend +=
-                m.last_seen.since(m.registered_at).as_secs_f64() / 3600.0 * m.spec.cost_per_hour;
+            total += spend(m);
         }
+        let spend = total;
         Reply::Stats(Box::new(StoreStats {
             jobs: self.counts,
             classes,
@@ -120,6 +121,11 @@ impl MemStore {
             spend,
         }))
     }
+}
+
+/// What a machine cost: registered to last seen, at its price per hour.
+pub(super) fn spend(m: &super::MachineRecord) -> f64 {
+    m.last_seen.since(m.registered_at).as_secs_f64() / 3600.0 * m.spec.cost_per_hour
 }
 
 fn state_name(state: MachineState) -> &'static str {
