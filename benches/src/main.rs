@@ -10,6 +10,7 @@ mod cost;
 mod e2e;
 mod peer;
 mod timing;
+mod usage;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
