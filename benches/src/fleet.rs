@@ -327,10 +327,12 @@ fn redis_memory(url: &str) -> Result<f64> {
 
 /// Deletes the namespace's keys from a Redis the bench was given.
 fn forget(url: &str, namespace: &str) -> Result<()> {
+    use redis::Commands;
     let mut con = redis::Client::open(url)?.get_connection()?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{namespace}}}:*"))
-        .query(&mut con)?;
+    // SCAN, not KEYS: a shared server is not held up while its keyspace is walked.
+    let keys: Vec<String> = con
+        .scan_match::<_, String>(format!("{{{namespace}}}:*"))?
+        .collect::<Result<_, _>>()?;
     for chunk in keys.chunks(1000) {
         redis::cmd("UNLINK").arg(chunk).query::<()>(&mut con)?;
     }
