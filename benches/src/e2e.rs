@@ -2,6 +2,7 @@
 
 use crate::peer;
 use crate::timing::Timed;
+use crate::usage;
 use anyhow::{bail, Context, Result};
 use drover_engine::agent::Agent;
 use drover_engine::core::{
@@ -156,20 +157,6 @@ struct DroverResult {
     redis_cpu_us_per_job: f64,
 }
 
-/// CPU seconds the Redis server has used (user and system), from `INFO cpu`: the resource
-/// this flow is bound by, and one a busy shared machine does not distort as it does wall time.
-fn redis_cpu_seconds(url: &str) -> Result<f64> {
-    let mut con = redis::Client::open(url)?.get_connection()?;
-    let info: String = redis::cmd("INFO").arg("cpu").query(&mut con)?;
-    let field = |name: &str| -> Result<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("INFO cpu has no {name}"))
-    };
-    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
-}
-
 async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
     let config = EngineConfig::default();
     let namespace = format!("bench-{}-{round}", std::process::id());
@@ -188,7 +175,7 @@ async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
             bail!("--before-run {command:?} failed: {status}");
         }
     }
-    let cpu_before = redis_cpu_seconds(url)?;
+    let cpu_before = usage::redis_cpu_seconds(url)?;
     let started = Instant::now();
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -220,7 +207,7 @@ async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
     }
     wait_all_succeeded(&store, args.jobs, Duration::from_millis(args.poll_ms)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let redis_cpu = redis_cpu_seconds(url)? - cpu_before;
+    let redis_cpu = usage::redis_cpu_seconds(url)? - cpu_before;
     // Drained, so that a later round's figures are not the idle agents' too.
     let _ = stop_tx.send(true);
     for agent in agents {
