@@ -12,6 +12,7 @@ use drover_engine::runtime::{
     AgentDriver, ConfigFile, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
     StoreError,
 };
+use drover_engine::store::journal::JournalEntry;
 use drover_engine::store::mem::check_machine_spec;
 use drover_engine::store::{Refusal, Reply, Request};
 use serde_json::{json, Value};
@@ -60,6 +61,28 @@ enum Command {
     },
     /// Administer Redis: a namespace's engine configuration, old function libraries.
     Admin(AdminArgs),
+    /// The namespace's journal: what every store call did, in order.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Write the journal as JSON lines, one event a line (schema in README, "The journal").
+    Export {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Only entries at or after this store time: µs since the Unix epoch, or an age
+        /// ("2h": two hours before the newest entry).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this store time (µs, or an age as for --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the events of this job.
+        #[arg(long)]
+        job: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -341,6 +364,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Submit(args) => submit(args).await,
         Command::Status(args) => status(args).await,
         Command::Inspect { what } => inspect(what).await,
+        Command::Journal(JournalCommand::Export {
+            redis,
+            since,
+            until,
+            job,
+        }) => journal_export(redis, since, until, job.map(JobId)).await,
         Command::Gpus => {
             println!(
                 "{}",
@@ -712,6 +741,67 @@ async fn status(args: StatusArgs) -> Result<()> {
     if !status.is_success() {
         bail!("{path}: {status}");
     }
+    Ok(())
+}
+
+/// A store time given as µs since the epoch, or as an age before `newest`.
+fn store_time(arg: &str, flag: &str, newest: Time) -> Result<Time> {
+    if let Ok(us) = arg.parse::<u64>() {
+        return Ok(Time(us));
+    }
+    let age = Span::parse(arg).map_err(|e| {
+        anyhow::anyhow!("{flag} {arg:?}: neither µs since the epoch nor an age like 2h ({e})")
+    })?;
+    Ok(Time(newest.0.saturating_sub(age.as_micros())))
+}
+
+/// `drover journal export`: the journal's entries, oldest first, as JSON lines on stdout.
+async fn journal_export(
+    redis: RedisArgs,
+    since: Option<String>,
+    until: Option<String>,
+    job: Option<JobId>,
+) -> Result<()> {
+    use std::io::Write;
+    let store = connect_reader(&redis.redis, &redis.namespace).await?;
+    // Read in pages; the journal is bounded (`[engine.journal] max_len`).
+    let mut entries = Vec::new();
+    loop {
+        let after = entries.last().map(|e: &JournalEntry| e.id);
+        let page = store.read_journal(after, 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        entries.extend(page);
+    }
+    let newest = entries.last().map_or(Time::ZERO, |e| e.at);
+    let since = since
+        .map(|s| store_time(&s, "--since", newest))
+        .transpose()?;
+    let until = until
+        .map(|u| store_time(&u, "--until", newest))
+        .transpose()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for entry in entries {
+        if since.is_some_and(|s| entry.at < s) || until.is_some_and(|u| entry.at >= u) {
+            continue;
+        }
+        let entry = match job {
+            Some(job) => JournalEntry {
+                events: entry
+                    .events
+                    .into_iter()
+                    .filter(|e| e.job() == Some(job))
+                    .collect(),
+                ..entry
+            },
+            None => entry,
+        };
+        for line in entry.export_lines() {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

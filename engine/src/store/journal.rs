@@ -226,6 +226,27 @@ pub struct JournalEntry {
     pub events: Vec<JournalEvent>,
 }
 
+#[cfg(feature = "production")]
+impl JournalEntry {
+    /// The entry's events as export lines (schema `SCHEMA`): one JSON object per event, its
+    /// fields beside `schema`, the entry's `id` and `at` (µs on the store clock), and `event`.
+    pub fn export_lines(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|event| {
+                let mut line = serde_json::Map::new();
+                line.insert("schema".into(), SCHEMA.into());
+                line.insert("id".into(), self.id.to_string().into());
+                line.insert("at".into(), self.at.0.into());
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
+                    line.extend(fields);
+                }
+                serde_json::Value::Object(line).to_string()
+            })
+            .collect()
+    }
+}
+
 /// MemStore's journal: the same entries, ids and bounds as the Redis Stream.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
