@@ -56,6 +56,11 @@ pub struct RunReport {
     pub redistribution_s: Summary,
     pub little: Little,
     pub stats: WorldStats,
+    /// At the end: the machines the store's registry holds (present, and those that left
+    /// within `engine.retention`), and the machines alive. Endless churn keeps the first near
+    /// the second.
+    pub store_machines: u64,
+    pub machines_alive: u64,
     pub violation_count: u64,
     pub violations: Vec<String>,
 }
@@ -95,6 +100,7 @@ pub fn run(
 fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
     world.close_books();
     world.check_end(end, horizon);
+    let (store_machines, machines_alive) = world.registry_sizes();
     let in_flight_states = world.in_flight_states();
     let in_flight: u64 = in_flight_states.values().sum();
     let (events, accepted) = (world.events_taken(), world.jobs_accepted());
@@ -138,6 +144,8 @@ fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
     };
     let ledger = &metrics.ledger;
     RunReport {
+        store_machines,
+        machines_alive,
         scenario: world.scenario.name.clone(),
         seed: 0,
         chaos: None,

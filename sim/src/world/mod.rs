@@ -440,6 +440,12 @@ impl World {
         }
     }
 
+    /// The machines the store holds, and the machines alive.
+    pub fn registry_sizes(&self) -> (u64, u64) {
+        let alive: u32 = self.alive_per_pool.iter().sum();
+        (self.redis.store.machine_count() as u64, u64::from(alive))
+    }
+
     pub fn store_state(&self, job: JobId) -> Option<drover_engine::core::StateName> {
         self.redis.store.job_state(job).map(|s| s.name())
     }
