@@ -34,7 +34,9 @@ const LAYOUT_PLACEHOLDER: &str = "DROVER_DATA_LAYOUT";
 /// 3: job specs kept without their requirements (codec/spec.rs); a machine's last claim as the
 /// jobs it leased and its time (`lc_grants`, `lc_at`); class queues with plain ids as members
 /// and the priority folded into the score; the clock and hot counters packed in `meta.hot`.
-pub const DATA_LAYOUT: u32 = 3;
+/// 4: the journal (`{ns}:journal`, a stream); machines that left in `{ns}:mleft` (forgotten
+/// after retention; `meta.machines` counts those held, `meta.spend_forgotten` their cost).
+pub const DATA_LAYOUT: u32 = 4;
 
 /// The library, ready for `FUNCTION LOAD`, and the name `FCALL` calls.
 pub struct Library {
