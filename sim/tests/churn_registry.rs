@@ -21,7 +21,10 @@ fn a_day_of_spot_churn_leaves_a_registry_the_size_of_the_fleet() {
     let scenario = Arc::new(Scenario::load(&path).expect("parses"));
     let report = run(scenario, 7, None, |_| {});
     let lost = report.stats.machines_lost;
-    assert!(lost > 300, "a day of 2h lifetimes loses hundreds of machines: {lost}");
+    assert!(
+        lost > 300,
+        "a day of 2h lifetimes loses hundreds of machines: {lost}"
+    );
     assert_eq!(report.violation_count, 0, "{:?}", report.violations);
     // Alive, plus about an hour's losses (retention 1h, ~32 machines an hour): far below the
     // ~800 a registry that never forgets would hold.

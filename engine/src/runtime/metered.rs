@@ -42,7 +42,7 @@ impl<S: SharedStore> Metered<S> {
 
 impl<S: SharedStore> SharedStore for Metered<S> {
     async fn apply(&self, request: Request) -> Result<Result<Reply, Refusal>, StoreError> {
-        let kind = request_kind(&request);
+        let kind = request.kind();
         let result = self.inner.apply(request).await;
         let outcome = match &result {
             Ok(Ok(_)) => "ok",
@@ -59,26 +59,5 @@ impl<S: SharedStore> SharedStore for Metered<S> {
             self.count("wait_wake", "error");
         }
         result
-    }
-}
-
-/// The snake_case name of a request's kind: a bounded label set.
-pub fn request_kind(request: &Request) -> &'static str {
-    match request {
-        Request::Submit(_) => "submit",
-        Request::Cancel { .. } => "cancel",
-        Request::Get { .. } => "get",
-        Request::Register(_) => "register",
-        Request::Deregister { .. } => "deregister",
-        Request::Heartbeat { .. } => "heartbeat",
-        Request::Claim { .. } => "claim",
-        Request::Complete { .. } => "complete",
-        Request::Release { .. } => "release",
-        Request::Reap { .. } => "reap",
-        Request::Progress { .. } => "progress",
-        Request::ListJobs { .. } => "list_jobs",
-        Request::ListMachines { .. } => "list_machines",
-        Request::Stats => "stats",
-        Request::Batch(_) => "batch",
     }
 }
