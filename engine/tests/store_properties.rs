@@ -367,10 +367,12 @@ impl Driver {
         let id = self.machines[m].id(m);
         match (self.machines[m].registration, refusal) {
             (Registration::Never, Refusal::UnknownMachine(got)) if *got == id => {}
-            (Registration::Ready(_) | Registration::Gone(_), Refusal::MachineLost(got))
-                if *got == id =>
-            {
-                // Lost or gone: the agent stops everything it was running.
+            (
+                Registration::Ready(_) | Registration::Gone(_),
+                Refusal::MachineLost(got) | Refusal::UnknownMachine(got),
+            ) if *got == id => {
+                // Lost or gone (and, after `retention`, forgotten): the agent stops everything
+                // it was running, and registers again.
                 self.machines[m].held.clear();
             }
             (registration, refusal) => {
@@ -509,14 +511,26 @@ impl Driver {
         {
             self.deregister(m);
         }
+        // A machine that left is forgotten after `retention`; until then its name keeps its id.
+        let held = match self.machines[m].registration {
+            Registration::Ready(old) | Registration::Gone(old) => {
+                let listed = self.apply(Request::ListMachines { limit: u32::MAX });
+                matches!(&listed, Ok(Reply::Machines(all)) if all.iter().any(|v| v.id == old))
+                    .then_some(old)
+            }
+            _ => None,
+        };
         let spec = machine_spec(&format!("m{m}"), gpus, mem);
         let reply = self.apply(Request::Register(Box::new(spec)));
         let Ok(Reply::Registered { machine: id }) = reply else {
             panic!("register: {reply:?}");
         };
         let model = &mut self.machines[m];
-        if let Registration::Ready(old) | Registration::Gone(old) = model.registration {
-            assert_eq!(id, old, "the same name keeps its id");
+        if let Some(old) = held {
+            assert_eq!(
+                id, old,
+                "the same name keeps its id while the registry holds it"
+            );
         }
         if matches!(model.registration, Registration::Gone(_)) {
             model.held.clear();
@@ -858,10 +872,22 @@ impl Driver {
         let reply = self.apply(Request::Deregister { machine });
         match self.machines[m].registration {
             Registration::Never => assert_eq!(reply, Err(Refusal::UnknownMachine(machine))),
-            Registration::Gone(_) => assert_eq!(reply, Ok(Reply::Deregistered { revoked: 0 })),
+            // Gone, or forgotten after `retention`.
+            Registration::Gone(_) => assert!(
+                matches!(
+                    reply,
+                    Ok(Reply::Deregistered { revoked: 0 }) | Err(Refusal::UnknownMachine(_))
+                ),
+                "{reply:?}"
+            ),
             Registration::Ready(_) => {
-                // A machine the store declared lost holds nothing, so 0 is right for it too.
-                assert_eq!(reply, Ok(Reply::Deregistered { revoked: on_it }));
+                // A machine the store declared lost holds nothing, so 0 is right for it too;
+                // one lost and then forgotten after `retention` is unknown.
+                if reply == Err(Refusal::UnknownMachine(machine)) {
+                    assert_eq!(on_it, 0, "a forgotten machine held leases");
+                } else {
+                    assert_eq!(reply, Ok(Reply::Deregistered { revoked: on_it }));
+                }
                 let model = &mut self.machines[m];
                 model.registration = Registration::Gone(machine);
                 model.held.clear();

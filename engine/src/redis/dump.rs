@@ -1178,7 +1178,8 @@ mod tests {
             kind("wake:1700000000000000"),
             Some(("wake:<n>", Some(1_700_000_000_000_000)))
         );
-        assert_eq!(kind("journal"), None);
+        assert_eq!(kind("journal"), Some(("journal", None)));
+        assert_eq!(kind("journey"), None);
         assert_eq!(kind("j:x"), None);
         assert_eq!(kind("c:3:q:extra"), None);
         assert_eq!(kind("j:+3"), None);

@@ -162,6 +162,10 @@ impl MemStore {
         self.stop_waiting(machine);
         let record = self.machines.get_mut(&machine).expect("known machine");
         self.machine_expiry.remove(&(record.expires, machine));
+        // A lost machine that deregisters leaves again: it has one place in `departed`.
+        if record.state != MachineState::Ready {
+            self.departed.remove(&(record.last_left, machine));
+        }
         record.state = state;
         record.last_left = self.now;
         self.departed.insert((self.now, machine));
