@@ -1,0 +1,232 @@
+//! The long-running processes: `drover api`, `drover agent`, `drover reaper`.
+
+use crate::stores::{connect, load_config_file, StoreArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use drover_engine::agent::Agent;
+use drover_engine::api::{self, ApiOptions, ApiState};
+use drover_engine::core::{EngineConfig, MachineSpec, ModelSet, Time};
+use drover_engine::executor::Executors;
+use drover_engine::runtime::{
+    AgentDriver, ConfigFile, DriverExit, DriverOptions, Metered, SharedStore,
+};
+use drover_engine::store::mem::check_machine_spec;
+use drover_engine::store::Refusal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct ApiArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Bearer token for every endpoint but /healthz.
+    #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Do not run a reaper inside the API process.
+    #[arg(long)]
+    pub(crate) no_reaper: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    #[arg(long)]
+    pub(crate) redis: String,
+    #[arg(long, default_value = "drover")]
+    pub(crate) namespace: String,
+    #[arg(long)]
+    pub(crate) pool: String,
+    /// Unique machine name; defaults to the host name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// GPUs to offer; by default, those the CUDA driver finds (none without a driver).
+    #[arg(long)]
+    pub(crate) gpus: Option<u32>,
+    /// GPU memory per GPU; by default, the smallest GPU's.
+    #[arg(long)]
+    pub(crate) gpu_mem_gb: Option<u32>,
+    /// GPU model; by default, the first GPU's name.
+    #[arg(long)]
+    pub(crate) gpu_model: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub(crate) disk_gb: u32,
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) cost_per_hour: f64,
+    /// Config file: [engine] (the namespace's engine knobs), and the agent's own [labels],
+    /// [kinds.NAME] command templates and drain_grace.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Serve this agent's /metrics here.
+    #[arg(long)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+}
+
+/// `drover api`.
+pub(crate) async fn api(args: ApiArgs) -> Result<()> {
+    let config = load_config_file(args.store.config.as_deref())?.engine;
+    let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
+    run_api(store, config, args).await
+}
+
+/// `drover agent`.
+pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
+    let file = load_config_file(args.config.as_deref())?;
+    // A spec the store could never take is refused here, before any request: the reason
+    // cannot change, so resending it would only loop.
+    let found = drover_engine::gpu::discover().context("discovering GPUs")?;
+    let spec = machine_spec(&args, &file, &found);
+    if let Err(refusal) = check_machine_spec(&spec, &file.engine) {
+        let reason = match refusal {
+            Refusal::Invalid(invalid) => invalid.to_string(),
+            other => other.to_string(),
+        };
+        bail!("invalid machine spec, the store would refuse it: {reason}");
+    }
+    let store = connect(&args.redis, &args.namespace, &file.engine).await?;
+    run_agent(store, file, args, spec, found).await
+}
+
+/// `drover reaper`.
+pub(crate) async fn reaper(args: StoreArgs) -> Result<()> {
+    let config = load_config_file(args.config.as_deref())?.engine;
+    let store = connect(&args.redis, &args.namespace, &config).await?;
+    run_reaper(store, config).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) -> Result<()> {
+    let options = ApiOptions {
+        token: args.token.filter(|t| !t.is_empty()),
+        ..ApiOptions::default()
+    };
+    if options.token.is_none() {
+        tracing::warn!("no --token: the API is open to anyone who can reach it");
+    }
+    let state = ApiState::new(Metered::new(store), Arc::new(config), options);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, reaper = !args.no_reaper, "API serving");
+    let every = Duration::from_secs(5);
+    api::serve(listener, state, every, !args.no_reaper, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()> {
+    tracing::info!(period = %config.reaper_period, "reaper running");
+    let totals = Default::default();
+    drover_engine::runtime::run_reaper(store, Arc::new(config), totals, shutdown_signal()).await;
+    Ok(())
+}
+
+/// What this machine offers: the flags, or what the CUDA driver found.
+fn machine_spec(
+    args: &AgentArgs,
+    file: &ConfigFile,
+    found: &[drover_engine::gpu::GpuInfo],
+) -> MachineSpec {
+    let smallest = found
+        .iter()
+        .map(|g| g.total_mem_gb.floor() as u32)
+        .min()
+        .unwrap_or(0);
+    MachineSpec {
+        name: args.name.clone().unwrap_or_else(host_name),
+        pool: args.pool.clone(),
+        gpus: args.gpus.unwrap_or(found.len() as u32),
+        gpu_model: args
+            .gpu_model
+            .clone()
+            .or_else(|| found.first().map(|g| g.name.clone()))
+            .unwrap_or_default(),
+        gpu_mem_gb: args.gpu_mem_gb.unwrap_or(smallest),
+        disk_gb: args.disk_gb,
+        labels: file.labels.clone(),
+        cost_per_hour: args.cost_per_hour,
+    }
+}
+
+async fn run_agent<S: SharedStore>(
+    store: S,
+    file: ConfigFile,
+    args: AgentArgs,
+    spec: MachineSpec,
+    found: Vec<drover_engine::gpu::GpuInfo>,
+) -> Result<()> {
+    let gpus = spec.gpus;
+    let config = Arc::new(file.engine.clone());
+    let seed = std::process::id() as u64;
+    let agent = Agent::new(
+        config.clone(),
+        spec.clone(),
+        ModelSet::EMPTY,
+        seed,
+        Time::ZERO,
+    );
+    let mut executors = Executors::from_templates(&file.kinds);
+    if !found.is_empty() {
+        let ordinals = found
+            .iter()
+            .map(|g| g.ordinal)
+            .take(gpus as usize)
+            .collect();
+        executors = executors.with("gpu", drover_engine::executor::GpuExecutor::new(ordinals));
+    }
+    let kinds: Vec<&str> = executors.kinds().collect();
+    tracing::info!(name = %spec.name, pool = %spec.pool, gpus = spec.gpus, ?kinds, "agent starting");
+    let options = DriverOptions {
+        drain_grace: file
+            .drain_grace
+            .map_or(DriverOptions::default().drain_grace, |s| {
+                Duration::from_micros(s.as_micros())
+            }),
+    };
+    let driver = AgentDriver::new(store, agent, config, executors, options);
+    if let Some(addr) = args.metrics_listen {
+        serve_agent_metrics(addr, driver.snapshot()).await?;
+    }
+    match driver.run(shutdown_signal()).await {
+        DriverExit::Left => tracing::info!("drained and deregistered"),
+        DriverExit::ReleasedAfterGrace { released } => {
+            tracing::warn!(released, "drain grace over; released running jobs")
+        }
+    }
+    Ok(())
+}
+
+async fn serve_agent_metrics(
+    addr: SocketAddr,
+    snapshot: tokio::sync::watch::Receiver<drover_engine::runtime::AgentSnapshot>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let router = api::agent_metrics::router(snapshot);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("agent-{}", std::process::id()))
+}
