@@ -8,8 +8,8 @@ use axum::http::{Method, StatusCode};
 use drover_engine::api::client::ApiClient;
 use drover_engine::core::MachineId;
 use drover_engine::runtime::{SharedStore, StoreError};
+use drover_engine::store::journal::{EntryId, JournalEntry};
 use drover_engine::store::{Refusal, Reply, Request};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -233,62 +233,68 @@ async fn cancel_and_list() {
     assert_eq!(cancelled["jobs"][0]["id"], ids[1].as_str());
 }
 
-/// Reads server-sent events until the stream ends; returns (event, state) pairs.
-async fn read_events(client: &ApiClient, id: &str) -> Vec<(String, String)> {
-    let path = format!("/v1/jobs/{id}/events");
-    let response = client.send(Method::GET, &path, None, &[]).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    let mut text = String::new();
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, read)
-        .await
-        .expect("the stream ends at a terminal state");
-    parse_events(&text)
-}
-
-fn parse_events(text: &str) -> Vec<(String, String)> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let field = |name: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-        };
-        if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
-            let job: Value = serde_json::from_str(&data).unwrap_or_default();
-            events.push((event, job["state"].as_str().unwrap_or("").to_string()));
-        }
-    }
-    events
-}
-
 #[tokio::test]
-async fn the_event_stream_shows_queued_leased_succeeded() {
+async fn the_event_stream_follows_the_journal_and_resumes_after_last_event_id() {
     let api = local_api().await;
     let (_, reply) = api.client.post("/v1/jobs", &sleep_job(1.0)).await.unwrap();
     let id = reply["id"].as_str().unwrap().to_string();
     let reader = tokio::spawn({
         let client = api.client.clone();
         let id = id.clone();
-        async move { read_events(&client, &id).await }
+        async move { read_events(&client, &id, &[]).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let agent = start_agent(api.store.clone(), fast_config(), machine("a1", 1), LIMIT);
     let events = reader.await.unwrap();
-    let states: Vec<&str> = events
-        .iter()
-        .filter(|(event, _)| event == "state")
-        .map(|(_, state)| state.as_str())
-        .collect();
-    assert_eq!(states, ["queued", "leased", "succeeded"], "{events:?}");
-    assert!(events.iter().any(|(e, _)| e == "progress"), "{events:?}");
+    assert_eq!(
+        names(&events),
+        ["state", "leased", "progress", "succeeded", "state"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].data["state"], "queued");
+    assert_eq!(
+        events[0].id, None,
+        "the opening state is not a journal event"
+    );
+    let leased = &events[1];
+    // The journal names jobs by number; the API by "j<number>".
+    let job = format!("j{}", leased.data["job"]);
+    assert_eq!(
+        (job, leased.data["attempt"].as_u64()),
+        (id.clone(), Some(1))
+    );
+    assert_eq!(events.last().unwrap().data["state"], "succeeded");
+    let ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    assert!(ids.windows(2).all(|w| w[0] != w[1]), "{ids:?}");
+
+    // Reconnecting after the lease: the job's state, then everything after that id.
+    let after = leased.id.clone().unwrap();
+    let resumed = read_events(&api.client, &id, &[("last-event-id", &after)]).await;
+    assert_eq!(
+        names(&resumed),
+        ["state", "progress", "succeeded"],
+        "{resumed:?}"
+    );
+    assert_eq!(resumed[0].data["state"], "succeeded");
+    let replayed: Vec<&Option<String>> = resumed[1..].iter().map(|e| &e.id).collect();
+    let original: Vec<&Option<String>> =
+        events[2..events.len() - 1].iter().map(|e| &e.id).collect();
+    assert_eq!(replayed, original, "the missed events, with their ids");
+
+    // A finished job without Last-Event-ID: its state, and the stream ends.
+    let done = read_events(&api.client, &id, &[]).await;
+    assert_eq!(names(&done), ["state"]);
+    let bad = api
+        .client
+        .json(
+            Method::GET,
+            &format!("/v1/jobs/{id}/events"),
+            None,
+            &[("last-event-id", "x")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.0, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", bad.1);
     agent.task.abort();
 }
 
@@ -301,6 +307,14 @@ impl SharedStore for DownStore {
         Err(StoreError::Connection("connection refused".into()))
     }
     async fn wait_wake(&self, _: MachineId, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::Connection("connection refused".into()))
+    }
+    async fn follow_journal(
+        &self,
+        _: Option<EntryId>,
+        _: usize,
+        _: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         Err(StoreError::Connection("connection refused".into()))
     }
 }
@@ -338,14 +352,16 @@ async fn metrics_show_the_queue_and_finished_jobs() {
     let mut gpu_job = sleep_job(0.1);
     gpu_job["requirements"] = json!({"gpus": 4});
     api.client.post("/v1/jobs", &gpu_job).await.unwrap();
-    // The observer runs every 100 ms in tests.
+    // The journal reader follows at once; give it a moment on a loaded machine.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, metrics) = api.client.get("/metrics").await.unwrap();
     let text = metrics.as_str().unwrap();
     for line in [
         "drover_store_up 1",
-        "drover_job_wait_seconds_count 1",
-        "drover_job_run_seconds_count 1",
+        "drover_job_wait_seconds_count{class=\"0\"} 1",
+        "drover_job_run_seconds_count{class=\"0\"} 1",
+        "drover_journal_events_total{event=\"submitted\"} 2",
+        "drover_journal_events_total{event=\"succeeded\"} 1",
         "drover_jobs_finished_total{state=\"succeeded\"} 1",
         "drover_jobs{state=\"queued\"} 1",
         "drover_machines{state=\"ready\"} 1",
@@ -357,5 +373,18 @@ async fn metrics_show_the_queue_and_finished_jobs() {
         text.contains("drover_http_requests_total{route=\"/v1/jobs\",code=\"201\"}"),
         "{text}"
     );
+    // A second replica started later reads the same journal: the same figures.
+    let replica = start_api(api.store.clone(), fast_config()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, metrics) = replica.client.get("/metrics").await.unwrap();
+    let from_journal = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("drover_job_") && l.contains("_seconds"))
+            .map(str::to_string)
+            .collect()
+    };
+    let ours = from_journal(text);
+    assert!(!ours.is_empty());
+    assert_eq!(from_journal(metrics.as_str().unwrap()), ours);
     agent.task.abort();
 }

@@ -2,6 +2,7 @@
 //! all on short timers so that every test ends in seconds.
 #![allow(dead_code)]
 
+use axum::http::{Method, StatusCode};
 use drover_engine::agent::Agent;
 use drover_engine::api::client::ApiClient;
 use drover_engine::api::{self, ApiOptions, ApiState};
@@ -10,6 +11,7 @@ use drover_engine::executor::Executors;
 use drover_engine::runtime::{
     AgentDriver, AgentSnapshot, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
 };
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,18 +60,16 @@ impl<S: SharedStore> Drop for TestApi<S> {
 pub async fn start_api<S: SharedStore>(store: S, config: EngineConfig) -> TestApi<S> {
     let options = ApiOptions {
         token: Some(TOKEN.into()),
-        poll: Duration::from_millis(50),
         ..ApiOptions::default()
     };
     let state = ApiState::new(Metered::new(store.clone()), Arc::new(config), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let every = Duration::from_millis(100);
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = tokio::spawn(api::serve(listener, state.clone(), every, true, shutdown));
+    let task = tokio::spawn(api::serve(listener, state.clone(), true, shutdown));
     let client = ApiClient::new(&base, Some(TOKEN.into())).unwrap();
     TestApi {
         base,
@@ -149,4 +149,58 @@ pub async fn wait_job(
 
 pub fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |job| job["state"] == state
+}
+
+/// One server-sent event: its type, id (if any) and data as JSON.
+#[derive(Debug)]
+pub struct Sse {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads server-sent events until the stream ends (`headers` such as Last-Event-ID).
+pub async fn read_events(client: &ApiClient, id: &str, headers: &[(&str, &str)]) -> Vec<Sse> {
+    let path = format!("/v1/jobs/{id}/events");
+    let response = client
+        .send(Method::GET, &path, None, headers)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the stream ends at a terminal state");
+    parse_events(&text)
+}
+
+pub fn parse_events(text: &str) -> Vec<Sse> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+            let data = serde_json::from_str(&data).unwrap_or_default();
+            let id = field("id:");
+            events.push(Sse { event, id, data });
+        }
+    }
+    events
+}
+
+pub fn names(events: &[Sse]) -> Vec<&str> {
+    let mut names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    names.dedup(); // a run of progress events counts once
+    names
 }

@@ -160,7 +160,7 @@ async fn inspect_shows_jobs_machines_queues_and_the_namespace() {
         "lease expiry",
         "40% step 4 of 10",
         "history (from the job's record):",
-        "journal: none",
+        "journal (3 events):",
         "class             0: 1 GPU x 24 GB",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
@@ -174,11 +174,13 @@ async fn inspect_shows_jobs_machines_queues_and_the_namespace() {
     assert_eq!(v["job"]["lease"]["machine"], made.machine.0);
     assert_eq!(v["machine_name"], "gpu-host-1");
     assert!(v["lease_expiry"].as_u64().is_some(), "{v}");
-    assert_eq!(
-        v["journal"],
-        Value::Null,
-        "the journal hook is empty for now"
-    );
+    let events: Vec<&str> = v["journal"]
+        .as_array()
+        .expect("the job's journal events")
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["submitted", "leased", "progress"], "{v}");
     assert_eq!(v["anomalies"], serde_json::json!([]));
 
     // A job waiting for its retry: when, and the error that sent it back.

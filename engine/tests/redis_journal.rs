@@ -105,9 +105,9 @@ fn journal_export_tells_what_happened_in_order() {
             "dead"
         ]
     );
-    assert!(all
-        .iter()
-        .all(|l| l["schema"] == 1 && l["at"].as_u64().is_some()));
+    assert!(all.iter().all(
+        |l| l["schema"] == drover_engine::store::journal::SCHEMA && l["at"].as_u64().is_some()
+    ));
     assert_eq!(all[3]["machine"], machine.0);
     assert_eq!(all[6]["class"], "fatal");
     let second = export(&["--job", &jobs[1].0.to_string()]);

@@ -40,17 +40,36 @@ impl Exposition {
         self.family(name, kind, help).sample(name, &[], value)
     }
 
-    pub fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) -> &mut Self {
+    /// One histogram's samples (`labels` beside each bucket's `le`); declares the family.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        histogram: &Histogram,
+    ) -> &mut Self {
         self.family(name, "histogram", help);
         let bucket = format!("{name}_bucket");
+        let with_le = |le: &str| -> Vec<(String, String)> {
+            let mut all: Vec<(String, String)> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            all.push(("le".into(), le.into()));
+            all
+        };
         let mut cumulative = 0;
         for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
             cumulative += count;
-            self.sample(&bucket, &[("le", &number(*bound))], cumulative as f64);
+            let owned = with_le(&number(*bound));
+            let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (&**k, &**v)).collect();
+            self.sample(&bucket, &pairs, cumulative as f64);
         }
-        self.sample(&bucket, &[("le", "+Inf")], histogram.count as f64);
-        self.sample(&format!("{name}_sum"), &[], histogram.sum);
-        self.sample(&format!("{name}_count"), &[], histogram.count as f64)
+        let owned = with_le("+Inf");
+        let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (&**k, &**v)).collect();
+        self.sample(&bucket, &pairs, histogram.count as f64);
+        self.sample(&format!("{name}_sum"), labels, histogram.sum);
+        self.sample(&format!("{name}_count"), labels, histogram.count as f64)
     }
 
     pub fn finish(self) -> String {
@@ -107,6 +126,10 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +143,8 @@ mod tests {
         h.observe(5.0);
         h.observe(50.0);
         let mut e = Exposition::default();
-        e.histogram("wait_seconds", "Wait.", &h);
+        e.histogram("wait_seconds", "Wait.", &[], &h);
+        e.histogram("wait_seconds", "Wait.", &[("class", "3")], &h);
         e.family("up", "gauge", "Up.")
             .sample("up", &[("a", "x\"y")], 1.0);
         e.family("up", "gauge", "Up.")
@@ -136,6 +160,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("wait_seconds_count 3\n"), "{text}");
+        assert!(
+            text.contains("wait_seconds_bucket{class=\"3\",le=\"10\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("wait_seconds_sum{class=\"3\"} 55.5\n"));
+        assert_eq!(text.matches("# TYPE wait_seconds histogram").count(), 1);
         assert!(text.contains("up{a=\"x\\\"y\"} 1\n"), "{text}");
         assert_eq!(text.matches("# TYPE up gauge").count(), 1);
     }

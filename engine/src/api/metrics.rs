@@ -1,8 +1,10 @@
 //! `GET /metrics`: the store's counts (one `Stats` request per scrape), the wait and run
-//! histograms, the in-process reaper's totals, store requests by outcome, HTTP requests.
+//! histograms and event counts from the journal, the in-process reaper's totals, store
+//! requests by outcome, HTTP requests.
 //! When the store does not answer, the local metrics are still served, `drover_store_up 0`.
 
 use super::exposition::Exposition;
+use super::observer::Observed;
 use super::ApiState;
 use crate::runtime::SharedStore;
 use crate::store::{Reply, Request, StoreStats};
@@ -107,10 +109,7 @@ fn totals(e: &mut Exposition, s: &StoreStats) {
 
 fn local_metrics<S: SharedStore>(e: &mut Exposition, state: &ApiState<S>) {
     if let Ok(observed) = state.observed.lock() {
-        let wait = "Submission to start of the last attempt, of finished jobs.";
-        e.histogram("drover_job_wait_seconds", wait, &observed.wait);
-        let run = "Start to finish of the last attempt, of finished jobs.";
-        e.histogram("drover_job_run_seconds", run, &observed.run);
+        journal_metrics(e, &observed);
     }
     reaper_metrics(e, state);
     store_requests(e, state);
@@ -125,6 +124,41 @@ fn local_metrics<S: SharedStore>(e: &mut Exposition, state: &ApiState<S>) {
             let labels = [("route", route.as_str()), ("code", code.as_str())];
             e.sample("drover_http_requests_total", &labels, *n as f64);
         }
+    }
+}
+
+/// What the journal says (`observer`): exact, the same on every replica (aggregate by `max`).
+fn journal_metrics(e: &mut Exposition, observed: &Observed) {
+    let wait = "Submission to the start of the first attempt, by class (from the journal).";
+    e.family("drover_job_wait_seconds", "histogram", wait);
+    for (class, histogram) in &observed.wait {
+        let class = class.to_string();
+        e.histogram(
+            "drover_job_wait_seconds",
+            wait,
+            &[("class", &class)],
+            histogram,
+        );
+    }
+    let run = "Start to end of the attempt that ended the job, by class (from the journal).";
+    e.family("drover_job_run_seconds", "histogram", run);
+    for (class, histogram) in &observed.run {
+        let class = class.to_string();
+        e.histogram(
+            "drover_job_run_seconds",
+            run,
+            &[("class", &class)],
+            histogram,
+        );
+    }
+    let help = "Journal events read by this API process, by event (submitted, leased, lost, ...).";
+    e.family("drover_journal_events_total", "counter", help);
+    for (event, n) in &observed.events {
+        e.sample(
+            "drover_journal_events_total",
+            &[("event", event)],
+            *n as f64,
+        );
     }
 }
 

@@ -22,6 +22,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod exposition;
+pub mod feed;
 pub mod jobs;
 pub mod metrics;
 pub mod observer;
@@ -36,7 +37,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
-use observer::SharedObserved;
+use feed::JournalFeed;
+use observer::{Observed, SharedObserved};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,8 +50,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiOptions {
     /// Bearer token every endpoint but `/healthz` requires; `None` leaves the API open.
     pub token: Option<String>,
-    /// How often an event stream polls its job.
-    pub poll: Duration,
     /// How long a store request may take before the API answers 503.
     pub store_timeout: Duration,
 }
@@ -58,7 +58,6 @@ impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
             token: None,
-            poll: Duration::from_millis(250),
             store_timeout: Duration::from_secs(5),
         }
     }
@@ -73,6 +72,7 @@ pub struct ApiState<S> {
     pub options: Arc<ApiOptions>,
     pub token: Option<Arc<str>>,
     pub observed: SharedObserved,
+    pub feed: JournalFeed,
     pub reaper: SharedReaperTotals,
     pub http: HttpCounts,
 }
@@ -85,6 +85,7 @@ impl<S: SharedStore> Clone for ApiState<S> {
             options: self.options.clone(),
             token: self.token.clone(),
             observed: self.observed.clone(),
+            feed: self.feed.clone(),
             reaper: self.reaper.clone(),
             http: self.http.clone(),
         }
@@ -93,12 +94,14 @@ impl<S: SharedStore> Clone for ApiState<S> {
 
 impl<S: SharedStore> ApiState<S> {
     pub fn new(store: Metered<S>, config: Arc<EngineConfig>, options: ApiOptions) -> Self {
+        let max_open = config.limits.max_jobs as usize;
         ApiState {
             store,
             config,
             token: options.token.as_deref().map(Arc::from),
             options: Arc::new(options),
-            observed: SharedObserved::default(),
+            observed: Observed::shared(max_open),
+            feed: JournalFeed::default(),
             reaper: SharedReaperTotals::default(),
             http: HttpCounts::default(),
         }
@@ -161,21 +164,18 @@ async fn count_request<S: SharedStore>(
     response
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with the job observer (and the
-/// reaper, when `reap`) running beside it.
+/// Serves the API on `listener` until `shutdown` resolves, with its journal reader (the
+/// histograms and event streams) and, when `reap`, the reaper running beside it.
 pub async fn serve<S: SharedStore>(
     listener: tokio::net::TcpListener,
     state: ApiState<S>,
-    observe_every: Duration,
     reap: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limit = state.config.limits.max_list;
-    let observer = tokio::spawn(observer::run_observer(
+    let feed = tokio::spawn(feed::run_feed(
         state.store.clone(),
-        limit,
-        observe_every,
         state.observed.clone(),
+        state.feed.clone(),
     ));
     let reaper = reap.then(|| {
         tokio::spawn(crate::runtime::run_reaper(
@@ -188,7 +188,7 @@ pub async fn serve<S: SharedStore>(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    observer.abort();
+    feed.abort();
     if let Some(reaper) = reaper {
         reaper.abort();
     }

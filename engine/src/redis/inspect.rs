@@ -60,8 +60,7 @@ pub struct JobReport {
     /// While leased: the holder's name and when the lease expires unless renewed.
     pub machine_name: Option<String>,
     pub lease_expiry: Option<Time>,
-    /// The job's journal entries, oldest first: `None` until the namespace keeps a journal
-    /// (see `RedisStore::job_journal`).
+    /// The job's journal events, oldest first (the newest 200; see `RedisStore::job_journal`).
     pub journal: Option<Vec<serde_json::Value>>,
     /// What does not add up in this job's keys.
     pub anomalies: Vec<String>,
@@ -173,15 +172,31 @@ impl RedisStore {
         format!("{{{}}}:{rest}", self.inner.namespace)
     }
 
-    /// HOOK for the journal (`{ns}:journal`, which comes with all-or-nothing writes): job
-    /// `job`'s entries, oldest first, for `drover inspect job`. `None` while namespaces keep
-    /// no journal; the report then shows the history the job's record holds (attempts, times,
-    /// last error).
+    /// Job `job`'s journal events, oldest first, as `drover journal export` writes them (at
+    /// most `MAX_JOB_EVENTS`, the newest). Reads the whole journal in pages: the journal is
+    /// bounded (`[engine.journal]`), and this is an operator's command.
     pub async fn job_journal(
         &self,
-        _job: JobId,
+        job: JobId,
     ) -> Result<Option<Vec<serde_json::Value>>, StoreError> {
-        Ok(None)
+        const MAX_JOB_EVENTS: usize = 200;
+        let mut events = std::collections::VecDeque::new();
+        let mut after = None;
+        loop {
+            let page = self.read_journal(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for entry in &page {
+                for event in entry.events.iter().filter(|e| e.job() == Some(job)) {
+                    let line = entry.export_line(event);
+                    events.push_back(serde_json::from_str(&line).unwrap_or_default());
+                    if events.len() > MAX_JOB_EVENTS {
+                        events.pop_front();
+                    }
+                }
+            }
+        }
+        Ok(Some(events.into()))
     }
 
     /// Job `id` as `drover inspect job` shows it, or `None` if the namespace holds no such job.
@@ -758,10 +773,10 @@ impl JobReport {
             None => {
                 let _ = writeln!(out, "  journal: none (this namespace keeps no journal yet)");
             }
-            Some(entries) => {
-                let _ = writeln!(out, "\njournal ({} entries):", entries.len());
-                for e in entries {
-                    let _ = writeln!(out, "  {e}");
+            Some(events) => {
+                let _ = writeln!(out, "\njournal ({} events):", events.len());
+                for event in events {
+                    let _ = writeln!(out, "  {}", journal_line(event, now));
                 }
             }
         }
@@ -1038,6 +1053,19 @@ impl NamespaceReport {
         }
         out
     }
+}
+
+/// A journal event as one line: when, what, and its other fields.
+fn journal_line(event: &serde_json::Value, now: Time) -> String {
+    let at = event["at"]
+        .as_u64()
+        .map_or("?".into(), |us| when(Time(us), now));
+    let name = event["event"].as_str().unwrap_or("?");
+    let mut rest = event.as_object().cloned().unwrap_or_default();
+    for field in ["schema", "id", "at", "event", "job"] {
+        rest.remove(field);
+    }
+    format!("{at}  {name:<12} {}", serde_json::Value::Object(rest))
 }
 
 #[cfg(test)]

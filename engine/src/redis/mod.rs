@@ -432,4 +432,15 @@ impl SharedStore for RedisStore {
             Err(_) => Err(StoreError::Timeout),
         }
     }
+
+    async fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        // XREAD after 0-0 reads from the oldest entry; it blocks only when there is none.
+        let after = after.unwrap_or(EntryId { ms: 0, seq: 0 });
+        self.wait_journal(Some(after), limit, timeout).await
+    }
 }

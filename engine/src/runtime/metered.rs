@@ -3,6 +3,7 @@
 
 use super::store::{SharedStore, StoreError};
 use crate::core::MachineId;
+use crate::store::journal::{EntryId, JournalEntry};
 use crate::store::{Refusal, Reply, Request};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,19 @@ impl<S: SharedStore> SharedStore for Metered<S> {
         let result = self.inner.wait_wake(machine, timeout).await;
         if result.is_err() {
             self.count("wait_wake", "error");
+        }
+        result
+    }
+
+    async fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let result = self.inner.follow_journal(after, limit, timeout).await;
+        if result.is_err() {
+            self.count("follow_journal", "error");
         }
         result
     }

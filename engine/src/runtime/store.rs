@@ -1,10 +1,11 @@
 //! The store as production reaches it: asynchronously, over a connection that can fail.
 //!
 //! `SharedStore` is implemented by `RedisStore` (engine/src/redis) and by `LocalStore`, a
-//! MemStore behind a lock on the wall clock, for single-process use and for tests of the API
-//! and drivers that do not concern Redis.
+//! MemStore behind a lock on the wall clock (its journal on), for single-process use and for
+//! tests of the API and drivers that do not concern Redis.
 
 use crate::core::{EngineConfig, MachineId, Time};
+use crate::store::journal::{EntryId, JournalEntry};
 use crate::store::{MemStore, Refusal, Reply, Request};
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +50,16 @@ pub trait SharedStore: Clone + Send + Sync + 'static {
         machine: MachineId,
         timeout: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The journal's entries after `after` (from its oldest with `None`), at most `limit`, in
+    /// order; when there are none yet, waits up to `timeout` for some (a blocking read, not a
+    /// poll). Empty when none came in time.
+    fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<JournalEntry>, StoreError>> + Send;
 }
 
 /// Microseconds since the Unix epoch: the store clock of a `LocalStore`.
@@ -69,14 +80,19 @@ struct Inner {
     store: MemStore,
     last: Time,
     wakes: HashMap<MachineId, Arc<Notify>>,
+    /// Woken whenever a call added a journal entry.
+    journal: Arc<Notify>,
 }
 
 impl LocalStore {
     pub fn new(config: EngineConfig) -> LocalStore {
+        let mut store = MemStore::new(config);
+        store.record_journal();
         let inner = Inner {
-            store: MemStore::new(config),
+            store,
             last: Time::ZERO,
             wakes: HashMap::new(),
+            journal: Arc::default(),
         };
         LocalStore {
             inner: Arc::new(Mutex::new(inner)),
@@ -85,6 +101,27 @@ impl LocalStore {
 
     fn notify_for(inner: &mut Inner, machine: MachineId) -> Arc<Notify> {
         inner.wakes.entry(machine).or_default().clone()
+    }
+
+    fn newest_entry(inner: &Inner) -> Option<EntryId> {
+        inner
+            .store
+            .journal()
+            .and_then(|j| j.entries().next_back().map(|e| e.id))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Connection("store lock poisoned".into()))
+    }
+
+    fn read_journal(inner: &Inner, after: Option<EntryId>, limit: usize) -> Vec<JournalEntry> {
+        inner
+            .store
+            .journal()
+            .map(|j| j.read(after, limit.max(1)))
+            .unwrap_or_default()
     }
 }
 
@@ -97,7 +134,11 @@ impl SharedStore for LocalStore {
         // The wall clock can step back; the store's clock never does.
         let now = wall_clock().max(inner.last);
         inner.last = now;
+        let newest = LocalStore::newest_entry(&inner);
         let result = inner.store.apply(now, request);
+        if LocalStore::newest_entry(&inner) != newest {
+            inner.journal.notify_waiters();
+        }
         let woken: Vec<MachineId> = inner.store.drain_wakes().collect();
         for machine in woken {
             LocalStore::notify_for(&mut inner, machine).notify_one();
@@ -116,6 +157,30 @@ impl SharedStore for LocalStore {
         Ok(tokio::time::timeout(timeout, notify.notified())
             .await
             .is_ok())
+    }
+
+    async fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let notify = {
+            let inner = self.lock()?;
+            let entries = LocalStore::read_journal(&inner, after, limit);
+            if !entries.is_empty() {
+                return Ok(entries);
+            }
+            inner.journal.clone()
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before the second look, so an entry added in between still wakes it.
+        notified.as_mut().enable();
+        if LocalStore::read_journal(&*self.lock()?, after, limit).is_empty() {
+            let _ = tokio::time::timeout(timeout, notified).await;
+        }
+        Ok(LocalStore::read_journal(&*self.lock()?, after, limit))
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// The export schema's version.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// An entry's place in the journal: the store time's millisecond and a sequence number within
 /// it, as a Redis Stream id (`<ms>-<seq>`). Ids only grow.
@@ -97,6 +97,8 @@ pub enum JournalEvent {
     Submitted {
         job: JobId,
         priority: u8,
+        /// The class the store put it in (the `class` label of the queue metrics).
+        class: u32,
         requirements: Arc<Requirements>,
     },
     /// An attempt started: `attempt` is 1 for the first.
@@ -111,6 +113,8 @@ pub enum JournalEvent {
         job: JobId,
         token: Token,
         percent: u8,
+        /// What the attempt said it is doing (at most 256 bytes).
+        message: String,
     },
     /// The attempt holding `token` succeeded: the job is finished.
     Succeeded {
@@ -174,6 +178,28 @@ pub enum JournalEvent {
 }
 
 impl JournalEvent {
+    /// The event's name, as the export's `event` field and the SSE event type write it.
+    pub fn name(&self) -> &'static str {
+        use JournalEvent as E;
+        match self {
+            E::Submitted { .. } => "submitted",
+            E::Leased { .. } => "leased",
+            E::Progress { .. } => "progress",
+            E::Succeeded { .. } => "succeeded",
+            E::Failed { .. } => "failed",
+            E::Revoked { .. } => "revoked",
+            E::Released { .. } => "released",
+            E::Requeued { .. } => "requeued",
+            E::Dead { .. } => "dead",
+            E::TimedOut { .. } => "timed_out",
+            E::Unworkable { .. } => "unworkable",
+            E::Cancelled { .. } => "cancelled",
+            E::Registered { .. } => "registered",
+            E::Lost { .. } => "lost",
+            E::Deregistered { .. } => "deregistered",
+        }
+    }
+
     /// The job the event is about, if any.
     pub fn job(&self) -> Option<JobId> {
         use JournalEvent as E;
@@ -233,17 +259,20 @@ impl JournalEntry {
     pub fn export_lines(&self) -> Vec<String> {
         self.events
             .iter()
-            .map(|event| {
-                let mut line = serde_json::Map::new();
-                line.insert("schema".into(), SCHEMA.into());
-                line.insert("id".into(), self.id.to_string().into());
-                line.insert("at".into(), self.at.0.into());
-                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
-                    line.extend(fields);
-                }
-                serde_json::Value::Object(line).to_string()
-            })
+            .map(|event| self.export_line(event))
             .collect()
+    }
+
+    /// One of the entry's events as an export line (the SSE stream's data too).
+    pub fn export_line(&self, event: &JournalEvent) -> String {
+        let mut line = serde_json::Map::new();
+        line.insert("schema".into(), SCHEMA.into());
+        line.insert("id".into(), self.id.to_string().into());
+        line.insert("at".into(), self.at.0.into());
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
+            line.extend(fields);
+        }
+        serde_json::Value::Object(line).to_string()
     }
 }
 
@@ -297,7 +326,7 @@ impl Journal {
         }
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = &JournalEntry> {
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &JournalEntry> {
         self.entries.iter()
     }
 
@@ -315,6 +344,22 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "production")]
+    #[test]
+    fn names_are_the_export_tags() {
+        let events = [
+            JournalEvent::Dead { job: JobId(1) },
+            JournalEvent::TimedOut { job: JobId(1) },
+            JournalEvent::Lost {
+                machine: MachineId(2),
+            },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["event"], event.name());
+        }
+    }
 
     #[test]
     fn ids_follow_the_millisecond_and_count_within_it() {

@@ -123,8 +123,7 @@ async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) 
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, reaper = !args.no_reaper, "API serving");
-    let every = Duration::from_secs(5);
-    api::serve(listener, state, every, !args.no_reaper, shutdown_signal()).await?;
+    api::serve(listener, state, !args.no_reaper, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use clap::Args;
 use drover_engine::core::{EngineConfig, MachineId};
 use drover_engine::redis::{config_differences, ConnectOptions, RedisStore};
 use drover_engine::runtime::{ConfigFile, LocalStore, SharedStore, StoreError};
+use drover_engine::store::journal::{EntryId, JournalEntry};
 use drover_engine::store::{Refusal, Reply, Request};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +125,18 @@ impl SharedStore for AnyStore {
         match self {
             AnyStore::Local(store) => store.wait_wake(machine, timeout).await,
             AnyStore::Redis(store) => store.wait_wake(machine, timeout).await,
+        }
+    }
+
+    async fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        match self {
+            AnyStore::Local(store) => store.follow_journal(after, limit, timeout).await,
+            AnyStore::Redis(store) => store.follow_journal(after, limit, timeout).await,
         }
     }
 }

@@ -5,14 +5,14 @@
 //!
 //! | tag | fields |
 //! |---|---|
-//! | `submitted` | job, priority, class key |
+//! | `submitted` | job, priority, class id, class key |
 //! | `leased` | machine, n, then n times: job, token, attempt |
 //! | `succeeded` | n, then n times: job, token |
 //! | `failed` | job, token, class |
 //! | `revoked` | job, token, reason |
 //! | `released` | job, token |
 //! | `requeued` | job, until (0: at once) |
-//! | `progress` | job, token, percent |
+//! | `progress` | job, token, percent, message |
 //! | `dead`, `timed_out`, `unworkable`, `cancelled` | job |
 //! | `registered` | machine, name, pool |
 //! | `lost`, `deregistered` | machine |
@@ -143,6 +143,7 @@ fn decode_event(tag: &str, f: &mut Flat<'_>, out: &mut Vec<JournalEvent>) -> Res
         "submitted" => E::Submitted {
             job: f.job()?,
             priority: u8::try_from(f.u64()?).map_err(|e| e.to_string())?,
+            class: f.u32()?,
             requirements: Arc::new(requirements_from_key(&f.str()?)?),
         },
         "leased" => {
@@ -191,6 +192,7 @@ fn decode_event(tag: &str, f: &mut Flat<'_>, out: &mut Vec<JournalEvent>) -> Res
             job: f.job()?,
             token: f.token()?,
             percent: u8::try_from(f.u64()?).map_err(|e| e.to_string())?,
+            message: f.str()?,
         },
         "dead" => E::Dead { job: f.job()? },
         "timed_out" => E::TimedOut { job: f.job()? },

@@ -46,7 +46,7 @@ function F.submit(r)
   F.run_new(id, r.timeout)
   F.w_known({{'ZREM', P .. 'jobs', F.pad(id)}}, 'ZADD', P .. 'jobs', ids, F.pad(id))
   F.count('t_submitted', 1)
-  F.journal('submitted', id, r.priority, r.class.key)
+  F.journal('submitted', id, r.priority, cid, r.class.key)
   F.enqueue(id, r.priority, cid)
   return {'submitted', id, 1}
 end
@@ -277,7 +277,7 @@ function F.progress(r)
     return F.err('stale')
   end
   F.wk('HSET', F.jkey(id), 'pct', F.fmt(r.percent), 'msg', r.message)
-  F.journal('progress', id, rec.token, r.percent)
+  F.journal('progress', id, rec.token, r.percent, r.message)
   rec.progress = 1
   F.run_changed(id)
   return {'progress'}

@@ -24,7 +24,7 @@ function F.journal_trim()
 end
 
 -- Appends an event: its tag and fields (numbers or strings; never nil).
-function F.journal(tag, a, b, c)
+function F.journal(tag, a, b, c, d)
   local n = #JOURNAL
   JOURNAL[n + 1] = tag
   if a == nil then return end
@@ -33,6 +33,8 @@ function F.journal(tag, a, b, c)
   JOURNAL[n + 3] = b
   if c == nil then return end
   JOURNAL[n + 4] = c
+  if d == nil then return end
+  JOURNAL[n + 5] = d
 end
 
 -- The journal table itself, for a hot loop that appends runs (F.lease_runs, F.succeed_runs).

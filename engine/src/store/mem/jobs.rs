@@ -65,6 +65,7 @@ impl MemStore {
         self.jot(JournalEvent::Submitted {
             job,
             priority: record.spec.priority,
+            class: class.0,
             requirements: record.spec.requirements.clone(),
         });
         self.enqueue(job);

@@ -27,12 +27,14 @@ impl MemStore {
             message.truncate(cut);
         }
         let percent = percent.min(100);
-        record.progress = Some(Box::new(Progress { percent, message }));
-        self.jot(crate::store::journal::JournalEvent::Progress {
+        let event = crate::store::journal::JournalEvent::Progress {
             job,
             token,
             percent,
-        });
+            message: message.clone(),
+        };
+        record.progress = Some(Box::new(Progress { percent, message }));
+        self.jot(event);
         Ok(Reply::ProgressNoted)
     }
 
