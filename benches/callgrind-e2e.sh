@@ -5,6 +5,7 @@
 #   benches/callgrind-e2e.sh [JOBS] [AGENTS] [SLOTS]      (default 10000 4 16)
 # REDIS_SERVER names another redis-server binary (say, one built with symbols, to read the
 # profile that callgrind_annotate makes of it).
+# E2E_ARGS adds flags to `drover-bench e2e` (E2E_ARGS=--no-journal: the journal's cost).
 # Prints the e2e report, then instructions per job and per claim round trip.
 set -euo pipefail
 jobs=${1:-10000}
@@ -21,7 +22,7 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/out" \
 server=$!
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.3; done
 "$bench" e2e --redis "redis://127.0.0.1:$port" --jobs "$jobs" --agents "$agents" \
-  --slots "$slots" --poll-ms 500 --json \
+  --slots "$slots" --poll-ms 500 --json ${E2E_ARGS:-} \
   --before-run "callgrind_control -i on $server >/dev/null 2>&1" | tail -1 | tee "$work/report.json"
 callgrind_control -i off "$server" >/dev/null 2>&1
 redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true

@@ -45,6 +45,10 @@ pub struct Args {
     /// and the median of each figure: on a shared machine one run can meet a busy moment.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
+    /// Run the engine with its journal off (`[engine.journal] max_len = 0`), to measure what
+    /// the journal costs.
+    #[arg(long)]
+    no_journal: bool,
 }
 
 /// Completes at once: the bench measures the scheduler, not the work.
@@ -158,7 +162,10 @@ struct DroverResult {
 }
 
 async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
-    let config = EngineConfig::default();
+    let mut config = EngineConfig::default();
+    if args.no_journal {
+        config.journal.max_len = 0;
+    }
     let namespace = format!("bench-{}-{round}", std::process::id());
     let store = RedisStore::connect(url, &namespace, config.clone())
         .await

@@ -2,6 +2,7 @@
 
 use drover_engine::core::MachineId;
 use drover_engine::runtime::{SharedStore, StoreError};
+use drover_engine::store::journal::{EntryId, JournalEntry};
 use drover_engine::store::{Refusal, Reply, Request};
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
@@ -53,5 +54,14 @@ impl<S: SharedStore> SharedStore for Timed<S> {
 
     async fn wait_wake(&self, machine: MachineId, timeout: Duration) -> Result<bool, StoreError> {
         self.inner.wait_wake(machine, timeout).await
+    }
+
+    async fn follow_journal(
+        &self,
+        after: Option<EntryId>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.follow_journal(after, limit, timeout).await
     }
 }
