@@ -99,6 +99,7 @@ pub async fn run(args: Args) -> Result<()> {
                 job: g.job,
                 token: g.token,
                 outcome: Outcome::Succeeded,
+                result: None,
             })
             .collect();
         reset(&mut stats)?;

@@ -600,10 +600,11 @@ impl Shard {
             }
             self.jobs.pop();
             let outcome = Outcome::Succeeded;
-            finished
-                .entry(slot)
-                .or_default()
-                .push(Input::JobFinished { job, outcome });
+            finished.entry(slot).or_default().push(Input::JobFinished {
+                job,
+                outcome,
+                result: None,
+            });
         }
         for (slot, inputs) in finished {
             if let Some(agent) = self.slots[slot].agent.as_mut() {
@@ -714,7 +715,11 @@ impl Shard {
                     Action::Send { id, request } => self.send(slot, id, request),
                     Action::Start { job, .. } if self.job_time == Span::ZERO => {
                         let outcome = Outcome::Succeeded;
-                        finished.push(Input::JobFinished { job, outcome });
+                        finished.push(Input::JobFinished {
+                            job,
+                            outcome,
+                            result: None,
+                        });
                     }
                     Action::Start { job, .. } => {
                         self.jobs

@@ -182,6 +182,7 @@ fn redis_claims(c: &mut Criterion) {
                         job: g.job,
                         token: g.token,
                         outcome: drover_engine::core::Outcome::Succeeded,
+                        result: None,
                     };
                     rt.block_on(store.apply(done)).unwrap().unwrap();
                 }

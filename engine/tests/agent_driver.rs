@@ -95,6 +95,27 @@ fn command_agent(api: &TestApi<drover_engine::runtime::LocalStore>) -> TestAgent
         "ok".into(),
         template("/bin/sh", &["-c", "echo DROVER_PROGRESS 50 half; exit 0"]),
     );
+    // Returns a JSON string of 70,000 x's.
+    kinds.insert(
+        "returns_big".into(),
+        template(
+            "/bin/sh",
+            &["-c", "(printf '\"'; head -c 70000 /dev/zero | tr '\\0' x; printf '\"') > \"$DROVER_RESULT\""],
+        ),
+    );
+    // Writes its payload's `json` to $DROVER_RESULT (and says where, for the test to look).
+    kinds.insert(
+        "returns".into(),
+        template(
+            "/bin/sh",
+            &[
+                "-c",
+                "printf '%s' \"$1\" > \"$DROVER_RESULT\"; echo \"$DROVER_RESULT\" >&2; exit 0",
+                "sh",
+                "{json}",
+            ],
+        ),
+    );
     let agent = Agent::new(
         config.clone(),
         machine("c1", 2),
@@ -150,6 +171,44 @@ async fn command_outcomes_succeed_retry_with_stderr_or_die() {
     let unknown = submit(&api, json!({"kind": "teleport", "max_attempts": 3})).await;
     let job = wait_job(&api.client, &unknown, LIMIT, state_is("dead")).await;
     assert_eq!(job["attempt"], 1, "{job}");
+    agent.task.abort();
+}
+
+#[tokio::test]
+async fn a_command_returns_json_through_drover_result() {
+    let api = local_api().await;
+    let agent = command_agent(&api);
+    let sleep = submit(&api, json!({"kind": "sleep", "payload": {"seconds": 0.1}})).await;
+    let job = wait_job(&api.client, &sleep, LIMIT, state_is("succeeded")).await;
+    assert_eq!(job["result"], json!({"slept_s": 0.1}), "{job}");
+
+    let body = json!({"kind": "returns", "payload": {"json": r#"{"images": ["a.png"], "n": 2}"#}});
+    let id = submit(&api, body).await;
+    let job = wait_job(&api.client, &id, LIMIT, state_is("succeeded")).await;
+    assert_eq!(job["result"], json!({"images": ["a.png"], "n": 2}), "{job}");
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("drover-result-{}-", std::process::id()))
+        })
+        .count();
+    assert_eq!(leftovers, 0, "result files are removed when attempts end");
+
+    // Not JSON, or over limits.max_result_bytes (64 KiB): the attempt fails for good.
+    let body = json!({"kind": "returns", "payload": {"json": "not json"}, "max_attempts": 3});
+    let id = submit(&api, body).await;
+    let job = wait_job(&api.client, &id, LIMIT, state_is("dead")).await;
+    assert_eq!(job["attempt"], 1, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("not JSON"), "{job}");
+    assert_eq!(job["result"], Value::Null);
+    let id = submit(&api, json!({"kind": "returns_big"})).await;
+    let job = wait_job(&api.client, &id, LIMIT, state_is("dead")).await;
+    assert!(
+        job["error"].as_str().unwrap().contains("max_result_bytes"),
+        "{job}"
+    );
     agent.task.abort();
 }
 

@@ -284,6 +284,7 @@ fn agent_batch(machine: MachineId, leases: &[(JobId, Token)]) -> Vec<Request> {
         job: leases[i].0,
         token: leases[i].1,
         outcome,
+        result: None,
     };
     vec![
         complete(0, Outcome::Succeeded),

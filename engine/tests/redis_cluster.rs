@@ -75,6 +75,7 @@ async fn drain(store: &RedisStore, name: &str) -> usize {
                 job: g.job,
                 token: g.token,
                 outcome: Outcome::Succeeded,
+                result: None,
             };
             if let Ok(Reply::Recorded { .. }) = apply_retrying(store, complete).await {
                 done += 1;

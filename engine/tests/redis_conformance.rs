@@ -350,6 +350,7 @@ impl Driver {
                     job,
                     token,
                     outcome: outcome(*kind),
+                    result: None,
                 }
             }
             Op::Release { grant } => {
@@ -497,6 +498,7 @@ fn claim_and_fail_on_both(
             job: g.job,
             token: g.token,
             outcome: outcome(2),
+            result: None,
         };
         assert_eq!(mem.apply_at(t, fail.clone()), redis.apply_at(t, fail));
     }

@@ -129,6 +129,7 @@ async fn populate(store: &RedisStore) -> Made {
                 retryable: true,
                 message: "CUDA error: an illegal memory access".into(),
             }),
+            result: None,
         },
     )
     .await;

@@ -64,6 +64,7 @@ fn journal_export_tells_what_happened_in_order() {
             job: grants[0].job,
             token: grants[0].token,
             outcome,
+            result: None,
         })
         .expect("complete");
     }
@@ -210,6 +211,7 @@ fn endless_churn_under_a_small_limit_still_registers_the_next_machine() {
             job,
             token: grants[0].token,
             outcome: Outcome::Succeeded,
+            result: None,
         },
     );
     assert!(done.is_ok(), "{done:?}");

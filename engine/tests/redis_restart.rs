@@ -164,6 +164,7 @@ async fn after_a_restart_the_reaper_revokes_leases_of_machines_that_are_gone() {
                 job: g.job,
                 token: g.token,
                 outcome: drover_engine::core::Outcome::Succeeded,
+                result: None,
             },
         )
         .await;

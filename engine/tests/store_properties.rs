@@ -750,6 +750,7 @@ impl Driver {
             job,
             token,
             outcome: outcome.clone(),
+            result: None,
         });
         let Some(prior) = prior else {
             assert_eq!(reply, Err(Refusal::UnknownJob(job)));
@@ -1138,6 +1139,7 @@ fn release_and_complete_of_one_token_answer_each_other_without_effect() {
                 job: released,
                 token: t_released,
                 outcome: Outcome::Succeeded,
+                result: None,
             }
         ),
         Ok(Reply::Recorded {
@@ -1152,6 +1154,7 @@ fn release_and_complete_of_one_token_answer_each_other_without_effect() {
         job: completed,
         token: t_completed,
         outcome: Outcome::Succeeded,
+        result: None,
     };
     assert_eq!(
         store.apply(secs(4), complete),
@@ -1192,6 +1195,7 @@ fn a_late_duplicate_complete_of_an_earlier_attempt_is_stale() {
             retryable: true,
             message: "flaky".into(),
         }),
+        result: None,
     };
     assert_eq!(
         store.apply(secs(2), fail.clone()),
@@ -1218,6 +1222,7 @@ fn a_late_duplicate_complete_of_an_earlier_attempt_is_stale() {
                 job: j,
                 token: second,
                 outcome: Outcome::Succeeded,
+                result: None,
             }
         ),
         Ok(Reply::Recorded {
@@ -1262,6 +1267,7 @@ fn a_repeated_claim_returns_only_standing_grants_and_grants_nothing_new() {
                 job: a,
                 token: token_a,
                 outcome: Outcome::Succeeded,
+                result: None,
             },
         )
         .unwrap();

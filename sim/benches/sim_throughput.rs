@@ -80,6 +80,7 @@ fn store_cycle(jobs: u64) -> u64 {
                 job: grant.job,
                 token: grant.token,
                 outcome: drover_engine::core::Outcome::Succeeded,
+                result: None,
             };
             store.apply(now, complete).unwrap();
             done += 1;

@@ -12,8 +12,8 @@ pub mod cache;
 pub mod link;
 
 use crate::core::{
-    EngineConfig, Failure, JobId, JobSpec, MachineId, MachineSpec, ModelId, ModelSet, Offer,
-    Outcome, Time, Token,
+    EngineConfig, Failure, JobId, JobResult, JobSpec, MachineId, MachineSpec, ModelId, ModelSet,
+    Offer, Outcome, Time, Token,
 };
 use crate::store::{Grant, LeaseRef, LeaseStatus, Refusal, Reply, Request};
 use cache::ModelCache;
@@ -40,7 +40,12 @@ pub enum Input {
     /// The store signalled that work this machine fits was enqueued.
     Wake,
     /// The executor finished an attempt.
-    JobFinished { job: JobId, outcome: Outcome },
+    /// An attempt ended; `result` is what a succeeded job returned (checked by the driver).
+    JobFinished {
+        job: JobId,
+        outcome: Outcome,
+        result: Option<JobResult>,
+    },
     /// GPU memory free per GPU, as measured (another process may hold some).
     GpuMemory { usable_gb: u32 },
     /// Disk taken by something other than Drover, as measured.
@@ -227,12 +232,17 @@ impl Agent {
                 }
             }
             Input::Wake => self.idle_until = None,
-            Input::JobFinished { job, outcome } => {
+            Input::JobFinished {
+                job,
+                outcome,
+                result,
+            } => {
                 if let Some(run) = self.release_resources(now, job) {
                     self.outbox.push_back(Request::Complete {
                         job,
                         token: run.token,
                         outcome,
+                        result,
                     });
                 }
             }
@@ -274,6 +284,7 @@ impl Agent {
                 job,
                 token: run.token,
                 outcome,
+                result: None,
             });
         }
         self.drive(now);
@@ -442,6 +453,7 @@ impl Agent {
                 job: grant.job,
                 token: grant.token,
                 outcome,
+                result: None,
             });
             return;
         }

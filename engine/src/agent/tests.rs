@@ -84,6 +84,7 @@ fn registers_claims_runs_reports_and_waits_for_a_wake_up() {
         Input::JobFinished {
             job: a,
             outcome: Outcome::Succeeded,
+            result: None,
         },
     );
     pump(&mut agent, &mut store, Time(5), true);
@@ -117,6 +118,7 @@ fn outcomes_survive_an_outage_and_the_breaker_opens_then_recovers() {
         Input::JobFinished {
             job: j,
             outcome: Outcome::Succeeded,
+            result: None,
         },
     );
     pump(&mut agent, &mut store, Time(1), false);
@@ -165,6 +167,7 @@ fn a_revoked_lease_stops_the_job_and_a_late_outcome_is_refused() {
         Input::JobFinished {
             job: j,
             outcome: Outcome::Succeeded,
+            result: None,
         },
     );
     assert_eq!(
@@ -245,6 +248,7 @@ fn outcomes_handed_over_together_travel_in_one_batch() {
     let finished = first.iter().map(|&job| Input::JobFinished {
         job,
         outcome: Outcome::Succeeded,
+        result: None,
     });
     agent.handle_all(Time(5), finished);
     let Some(Action::Send { request, .. }) = agent.poll_action() else {

@@ -128,6 +128,8 @@ pub struct JobDto {
     pub finished_at: Option<u64>,
     pub error: Option<String>,
     pub progress: Option<Progress>,
+    /// What the job returned (JSON), once it succeeded; null otherwise.
+    pub result: Value,
     pub kind: String,
     pub priority: u8,
     pub max_attempts: u32,
@@ -150,6 +152,10 @@ impl JobDto {
             finished_at: view.finished_at.map(|t| t.0),
             error: view.error.clone(),
             progress: view.progress.clone(),
+            result: view
+                .result
+                .as_ref()
+                .map_or(Value::Null, |r| payload_value(r.as_str())),
             kind: spec.kind.clone(),
             priority: spec.priority,
             max_attempts: spec.max_attempts,
@@ -161,7 +167,8 @@ impl JobDto {
     }
 }
 
-/// The payload as JSON when it is (the API always stores JSON), else as a string.
+/// The payload (or a result) as JSON when it is (the API and the agent only store JSON),
+/// else as a string.
 fn payload_value(payload: &str) -> Value {
     if payload.is_empty() {
         return Value::Null;

@@ -99,6 +99,8 @@ pub struct Limits {
     pub max_grants_per_claim: u32,
     /// Entries one listing returns.
     pub max_list: u32,
+    /// Bytes of JSON a succeeded job may return (`$DROVER_RESULT`), kept with the job.
+    pub max_result_bytes: u32,
 }
 
 /// Weights of the claim policy, in thousandths of a priority point.
@@ -114,6 +116,9 @@ pub struct Policy {
     /// Taken off per GB of GPU memory the job would leave unused on each GPU.
     pub unused_gpu_mem_penalty_per_gb: i64,
 }
+
+/// The most any namespace may let a job return: a result travels in one store request.
+pub const MAX_RESULT_BYTES: u32 = 1024 * 1024;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -160,6 +165,7 @@ impl Default for Limits {
             max_batch: 256,
             max_grants_per_claim: 16,
             max_list: 1000,
+            max_result_bytes: 64 * 1024,
         }
     }
 }
@@ -230,6 +236,9 @@ impl EngineConfig {
         }
         if self.reap_batch == 0 {
             return fail("reap_batch", "must be at least 1");
+        }
+        if self.limits.max_result_bytes > MAX_RESULT_BYTES {
+            return fail("limits.max_result_bytes", "must be at most 1048576 (1 MiB)");
         }
         if self.models.len() > MAX_MODELS {
             return fail("models", "the catalog holds at most 128 models");

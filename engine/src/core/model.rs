@@ -186,6 +186,23 @@ pub struct Offer {
     pub cached: ModelSet,
 }
 
+/// What a succeeded job returned: JSON text (the agent checked it parses), at most
+/// `limits.max_result_bytes`. The store keeps it as text, with the job, until the job is
+/// purged; it is serialized as that text (a string).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobResult(pub Arc<str>);
+
+impl JobResult {
+    pub fn new(json: impl Into<Arc<str>>) -> JobResult {
+        JobResult(json.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why an attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
@@ -248,6 +265,8 @@ pub struct JobView {
     pub error: Option<String>,
     /// The last progress the running attempt reported.
     pub progress: Option<Progress>,
+    /// What the job returned, once it succeeded (if it returned anything).
+    pub result: Option<JobResult>,
     pub spec: Arc<JobSpec>,
 }
 

@@ -118,12 +118,14 @@ fn scalar(name: &str, fields: &Map<String, Value>) -> Result<String, TemplateErr
 }
 
 async fn run(template: &CommandTemplate, args: Vec<String>, ctx: &JobContext) -> Outcome {
+    let result_file = ResultFile::for_attempt(ctx);
     let mut command = tokio::process::Command::new(&template.program);
     command
         .args(&args)
         .envs(&template.env)
         .env("DROVER_JOB_ID", ctx.job.to_string())
         .env("DROVER_ATTEMPT", ctx.attempt.to_string())
+        .env("DROVER_RESULT", &result_file.path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,9 +147,63 @@ async fn run(template: &CommandTemplate, args: Vec<String>, ctx: &JobContext) ->
         stderr_tail(stderr)
     );
     match status {
-        Ok(status) if status.success() => Outcome::Succeeded,
+        Ok(status) if status.success() => match result_file.read() {
+            Ok(Some(json)) => {
+                ctx.result.set(json);
+                Outcome::Succeeded
+            }
+            Ok(None) => Outcome::Succeeded,
+            Err(message) => fatal(message),
+        },
         Ok(status) => retryable(format!("{status}: {}", tail.trim_end())),
         Err(e) => retryable(format!("waiting for {:?}: {e}", template.program)),
+    }
+}
+
+/// Where a command may write its result (`$DROVER_RESULT`): a file of this attempt's own,
+/// removed when the attempt ends, however it ends.
+struct ResultFile {
+    path: std::path::PathBuf,
+}
+
+impl ResultFile {
+    fn for_attempt(ctx: &JobContext) -> ResultFile {
+        let name = format!(
+            "drover-result-{}-{}-{}.json",
+            std::process::id(),
+            ctx.job.0,
+            ctx.attempt
+        );
+        ResultFile {
+            path: std::env::temp_dir().join(name),
+        }
+    }
+
+    /// The result the command wrote, if it wrote one. Reads at most `MAX_RESULT_BYTES` + 1
+    /// bytes: the driver judges the namespace's own limit.
+    fn read(&self) -> Result<Option<String>, String> {
+        use std::io::Read;
+        let file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading $DROVER_RESULT: {e}")),
+        };
+        let mut text = String::new();
+        let cap = u64::from(crate::core::config::MAX_RESULT_BYTES) + 1;
+        file.take(cap)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading $DROVER_RESULT: {e}"))?;
+        Ok(Some(text))
+    }
+}
+
+impl Drop for ResultFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "result file not removed");
+            }
+        }
     }
 }
 

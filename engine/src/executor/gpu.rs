@@ -123,6 +123,13 @@ async fn run(executor: GpuExecutor, ctx: JobContext) -> Outcome {
         Ok(Ok(report)) => {
             ctx.progress
                 .report(100, format!("{:.0} GB/s", report.gb_per_s));
+            let result = serde_json::json!({
+                "gpus": report.gpus,
+                "bytes_copied": report.bytes_copied,
+                "seconds": report.seconds,
+                "gb_per_s": report.gb_per_s,
+            });
+            ctx.result.set(result.to_string());
             Outcome::Succeeded
         }
         Ok(Err(GpuError::OutOfMemory { needed_gb, .. })) => {

@@ -10,7 +10,7 @@ pub mod command;
 pub mod gpu;
 pub mod sleep;
 
-use crate::core::{Failure, JobId, JobSpec, Outcome, Token};
+use crate::core::{Failure, JobId, JobResult, JobSpec, Outcome, Token};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +34,41 @@ pub struct JobContext {
     pub attempt: u32,
     pub spec: Arc<JobSpec>,
     pub progress: ProgressSink,
+    /// Where a succeeded attempt leaves what it returns.
+    pub result: ResultSlot,
+}
+
+/// Where an executor leaves what a succeeded attempt returned: JSON text. The driver takes it
+/// when the attempt ends and checks it (`check_result`) before it travels with the success;
+/// a failed attempt's result is dropped.
+#[derive(Clone, Default)]
+pub struct ResultSlot(Arc<std::sync::Mutex<Option<String>>>);
+
+impl ResultSlot {
+    pub fn set(&self, json: impl Into<String>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(json.into());
+        }
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// A result an executor left, as the store may keep it: JSON, within `max_bytes`. `Err` says
+/// why not, for the attempt's error.
+pub fn check_result(json: String, max_bytes: u32) -> Result<JobResult, String> {
+    if json.len() > max_bytes as usize {
+        return Err(format!(
+            "the job's result is {} bytes; limits.max_result_bytes is {max_bytes}",
+            json.len()
+        ));
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+        return Err(format!("the job's result is not JSON: {e}"));
+    }
+    Ok(JobResult::new(json))
 }
 
 /// One progress report of a running attempt.

@@ -1,4 +1,5 @@
-//! `sleep`: waits `{"seconds": 0.5}` (default 1), reporting progress in tenths. For demos and tests.
+//! `sleep`: waits `{"seconds": 0.5}` (default 1), reporting progress in tenths, and returns
+//! `{"slept_s": 0.5}`. For demos and tests.
 
 use super::{fatal, Attempt, Executor, JobContext};
 use crate::core::Outcome;
@@ -47,5 +48,7 @@ async fn sleep(ctx: JobContext) -> Outcome {
             ctx.progress.report(step * 10, format!("slept {}0%", step));
         }
     }
+    ctx.result
+        .set(serde_json::json!({"slept_s": payload.seconds}).to_string());
     Outcome::Succeeded
 }

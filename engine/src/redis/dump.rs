@@ -74,7 +74,7 @@ pub const KEYS: &[KeyKind] = &[
     key(
         "j:<n>",
         "hash",
-        "a job's seldom-changing fields: class, priority, attempts, key, error, progress",
+        "a job's seldom-changing fields: class, priority, attempts, key, error, progress, result",
     ),
     key("jobs", "zset", "every retained job, by id"),
     key("idem", "hash", "idempotency key -> job"),
@@ -174,6 +174,7 @@ const JOB_FIELDS: &[&str] = &[
     "error",
     "pct",
     "msg",
+    "result",
 ];
 
 /// Fields of `m:<machine>` (lua/machines.lua, claim.lua).
@@ -657,6 +658,7 @@ pub(crate) fn decode_job(
             finished_at: nonzero(r.finished_at),
             error: opt_text(j, "error"),
             progress,
+            result: opt_text(j, "result"),
             kind: spec.kind.clone(),
             payload: spec.payload.clone(),
         })

@@ -13,8 +13,10 @@
 use super::clock::MonoClock;
 use super::store::{SharedStore, StoreError};
 use crate::agent::{Action, Agent, Input};
-use crate::core::{EngineConfig, JobId, MachineId, Outcome, Token};
-use crate::executor::{Executors, JobContext, ProgressReport, ProgressSink};
+use crate::core::{EngineConfig, JobId, JobResult, MachineId, Outcome, Token};
+use crate::executor::{
+    check_result, fatal, Executors, JobContext, ProgressReport, ProgressSink, ResultSlot,
+};
 use crate::store::{Refusal, Reply, Request};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -83,6 +85,7 @@ struct Task {
     token: Token,
     attempt: u32,
     abort: AbortHandle,
+    result: ResultSlot,
 }
 
 pub struct AgentDriver<S> {
@@ -334,14 +337,35 @@ impl<S: SharedStore> AgentDriver<S> {
     /// The input an attempt's end makes, if it is the attempt this machine still runs (a
     /// stopped attempt may have finished just before it was aborted).
     fn attempt_ended(&mut self, job: JobId, token: Token, outcome: Outcome) -> Option<Input> {
-        let task = self.tasks.get(&job).filter(|t| t.token == token)?;
+        let task = self.tasks.remove(&job)?;
+        if task.token != token {
+            self.tasks.insert(job, task);
+            return None;
+        }
+        let (outcome, result) = self.returned(outcome, &task.result);
         tracing::info!(
             machine = %self.machine_name(), job = %job, attempt = task.attempt,
             outcome = outcome.label(), detail = ?outcome, "attempt finished"
         );
         *self.stats.finished.entry(outcome.label()).or_default() += 1;
-        self.tasks.remove(&job);
-        Some(Input::JobFinished { job, outcome })
+        Some(Input::JobFinished {
+            job,
+            outcome,
+            result,
+        })
+    }
+
+    /// What a succeeded attempt returned, checked; a result the store could not keep fails
+    /// the attempt for good (the job would return the same again).
+    fn returned(&self, outcome: Outcome, slot: &ResultSlot) -> (Outcome, Option<JobResult>) {
+        let json = slot.take();
+        let (Outcome::Succeeded, Some(json)) = (&outcome, json) else {
+            return (outcome, None);
+        };
+        match check_result(json, self.config.limits.max_result_bytes) {
+            Ok(result) => (outcome, Some(result)),
+            Err(message) => (fatal(message), None),
+        }
     }
 
     fn on_wake(&mut self, woken: bool) {
@@ -437,7 +461,9 @@ impl<S: SharedStore> AgentDriver<S> {
             attempt,
             spec,
             progress: ProgressSink::new(job, token, self.progress.0.clone()),
+            result: ResultSlot::default(),
         };
+        let result = ctx.result.clone();
         let attempt_future = self.executors.run(ctx);
         let tx = self.finished.0.clone();
         let handle = tokio::spawn(
@@ -451,6 +477,7 @@ impl<S: SharedStore> AgentDriver<S> {
             token,
             attempt,
             abort: handle.abort_handle(),
+            result,
         };
         self.stats.started += 1;
         self.tasks.insert(job, task);

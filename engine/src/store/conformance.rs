@@ -9,8 +9,8 @@
 use crate::core::config::CatalogModel;
 use crate::core::labels::{LabelValue, Labels};
 use crate::core::{
-    EngineConfig, Failure, JobId, JobSpec, MachineId, MachineSpec, ModelId, ModelSet, Offer,
-    Outcome, Requirements, Span, StateName, Time, Token,
+    EngineConfig, Failure, JobId, JobResult, JobSpec, MachineId, MachineSpec, ModelId, ModelSet,
+    Offer, Outcome, Requirements, Span, StateName, Time, Token,
 };
 use crate::store::dump::{diff, StateDump};
 use crate::store::journal::JournalEntry;
@@ -246,6 +246,7 @@ impl Case {
                 job,
                 token,
                 outcome: outcome.clone(),
+                result: None,
             }
         })
     }
@@ -492,6 +493,16 @@ fn granted_jobs(
 // ---------------------------------------------------------------------------------------------
 // The cases.
 
+/// A complete of lease `(job, token)` that returns `json`.
+fn returned((job, token): (JobId, Token), outcome: Outcome, json: &str) -> Request {
+    Request::Complete {
+        job,
+        token,
+        outcome,
+        result: Some(JobResult::new(json)),
+    }
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case::new("submit, claim, complete")
@@ -620,11 +631,13 @@ pub fn cases() -> Vec<Case> {
                 job: ctx.lease(1).0,
                 token: Token(ctx.lease(1).1 .0 + 7),
                 outcome: Outcome::Succeeded,
+                result: None,
             })
             .step(|_| Request::Complete {
                 job: JobId(999),
                 token: Token(1),
                 outcome: Outcome::Succeeded,
+                result: None,
             }),
         Case::new("a repeated claim seq answers the first grants")
             .register("m", 2, 24)
@@ -852,6 +865,7 @@ pub fn cases() -> Vec<Case> {
                             job: ctx.lease(g).0,
                             token: ctx.lease(g).1,
                             outcome: Outcome::Succeeded,
+                            result: None,
                         })
                         .collect(),
                 )
@@ -1083,11 +1097,13 @@ pub fn cases() -> Vec<Case> {
                         job: ctx.lease(0).0,
                         token: ctx.lease(0).1,
                         outcome: Outcome::Succeeded,
+                        result: None,
                     },
                     Request::Complete {
                         job: ctx.lease(1).0,
                         token: ctx.lease(1).1,
                         outcome: error(true),
+                        result: None,
                     },
                     Request::Claim {
                         machine: ctx.machine(0),
@@ -1103,6 +1119,7 @@ pub fn cases() -> Vec<Case> {
                     job,
                     token,
                     outcome: Outcome::Succeeded,
+                    result: None,
                 };
                 let (job, token) = ctx.lease(2);
                 Request::Batch(vec![
@@ -1115,6 +1132,7 @@ pub fn cases() -> Vec<Case> {
                         job: ctx.lease(1).0,
                         token: ctx.lease(1).1,
                         outcome: error(true),
+                        result: None,
                     },
                     success(ctx.lease(2)),
                     success(ctx.lease(1)),
@@ -1124,6 +1142,29 @@ pub fn cases() -> Vec<Case> {
             })
             .get(0)
             .get(2),
+        Case::new("results: kept with a success, bounded, dropped with a failure, purged")
+            .then(four_jobs_leased)
+            .step(|ctx| returned(ctx.lease(0), Outcome::Succeeded, r#"{"images":["a.png"]}"#))
+            .step(|ctx| returned(ctx.lease(0), Outcome::Succeeded, r#"{"again":1}"#))
+            .step(|ctx| returned(ctx.lease(1), error(false), r#"{"lost":true}"#))
+            .step(|ctx| returned(ctx.lease(2), Outcome::Succeeded, &"x".repeat(70_000)))
+            .expect(|_, r, _| match r {
+                Err(Refusal::Invalid(invalid)) if invalid.field == "result" => Ok(()),
+                other => Err(format!("expected a refused result, got {other:?}")),
+            })
+            .step(|ctx| {
+                let ok = returned(ctx.lease(2), Outcome::Succeeded, "[1,2]");
+                Request::Batch(vec![
+                    returned(ctx.lease(3), Outcome::Succeeded, &"y".repeat(70_000)),
+                    ok,
+                ])
+            })
+            .get(0)
+            .get(1)
+            .get(2)
+            .at(10_000)
+            .reap()
+            .get(0),
         Case::new("progress is fenced, truncated and kept")
             .register("a", 1, 24)
             .submit(job(1, 8))

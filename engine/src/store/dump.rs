@@ -104,6 +104,8 @@ pub struct JobDump {
     /// The last reported failure.
     pub error: Option<String>,
     pub progress: Option<Progress>,
+    /// What it returned, once succeeded.
+    pub result: Option<String>,
     pub kind: String,
     pub payload: String,
 }
@@ -624,6 +626,7 @@ mod tests {
             finished_at: None,
             error: None,
             progress: None,
+            result: None,
             kind: "sleep".into(),
             payload: String::new(),
         }

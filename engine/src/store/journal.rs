@@ -9,7 +9,7 @@
 //! event, documented in README.md ("The journal"). Raise it with any change to an event's
 //! meaning or fields.
 
-use crate::core::{JobId, MachineId, Requirements, StateName, Time, Token};
+use crate::core::{JobId, JobResult, MachineId, Requirements, StateName, Time, Token};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -121,6 +121,11 @@ pub enum JournalEvent {
         job: JobId,
         token: Token,
     },
+    /// What the job that just succeeded returned (JSON text), right after its `succeeded`.
+    Result {
+        job: JobId,
+        result: JobResult,
+    },
     /// The attempt holding `token` reported a failure of this class (`error`, `fatal`, `oom`,
     /// `disk_full`, `timed_out`); a `requeued` or a terminal event follows.
     Failed {
@@ -186,6 +191,7 @@ impl JournalEvent {
             E::Leased { .. } => "leased",
             E::Progress { .. } => "progress",
             E::Succeeded { .. } => "succeeded",
+            E::Result { .. } => "result",
             E::Failed { .. } => "failed",
             E::Revoked { .. } => "revoked",
             E::Released { .. } => "released",
@@ -208,6 +214,7 @@ impl JournalEvent {
             | E::Leased { job, .. }
             | E::Progress { job, .. }
             | E::Succeeded { job, .. }
+            | E::Result { job, .. }
             | E::Failed { job, .. }
             | E::Revoked { job, .. }
             | E::Released { job, .. }

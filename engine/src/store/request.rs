@@ -4,7 +4,9 @@
 
 use crate::core::class::InvalidJob;
 use crate::core::model::JobView;
-use crate::core::{JobId, JobSpec, MachineId, MachineSpec, Offer, Outcome, StateName, Time, Token};
+use crate::core::{
+    JobId, JobResult, JobSpec, MachineId, MachineSpec, Offer, Outcome, StateName, Time, Token,
+};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +41,8 @@ pub enum Request {
         job: JobId,
         token: Token,
         outcome: Outcome,
+        /// What the job returned; kept only with a success (`check_result` bounds it).
+        result: Option<JobResult>,
     },
     /// Give a leased job back without charging an attempt (a draining machine). Fenced.
     Release { job: JobId, token: Token },
@@ -249,6 +253,27 @@ impl ReapReport {
         self.unworkable += pass.unworkable;
         self.purged += pass.purged;
         self.forgotten += pass.forgotten;
+    }
+}
+
+/// Whether a complete's result can be kept: within `limits.max_result_bytes`. Every store
+/// checks this before applying the complete.
+pub fn check_result(
+    result: Option<&JobResult>,
+    limits: &crate::core::config::Limits,
+) -> Result<(), Refusal> {
+    match result {
+        Some(r) if r.as_str().len() > limits.max_result_bytes as usize => {
+            Err(Refusal::Invalid(InvalidJob {
+                field: "result".into(),
+                reason: format!(
+                    "{} bytes; limits.max_result_bytes is {}",
+                    r.as_str().len(),
+                    limits.max_result_bytes
+                ),
+            }))
+        }
+        _ => Ok(()),
     }
 }
 

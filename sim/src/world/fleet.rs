@@ -347,6 +347,7 @@ impl World {
                 Input::JobFinished {
                     job,
                     outcome: attempt.outcome,
+                    result: None,
                 },
             );
             self.process_agent(machine);

@@ -5,7 +5,7 @@
 use super::encode::{requirements_from_key, Entry, Wire};
 use super::spec::from_stored;
 use crate::core::model::{JobView, Progress};
-use crate::core::{JobId, MachineId, Requirements, StateName, Time, Token};
+use crate::core::{JobId, JobResult, MachineId, Requirements, StateName, Time, Token};
 use crate::runtime::StoreError;
 use crate::store::request::{
     ClassDepth, Grant, JobCounts, LeaseStatus, MachineView, ReapReport, StoreStats, Totals,
@@ -145,6 +145,7 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
     let message = f.opt_str()?;
     let spec_json = f.str()?;
     let class_key = f.str()?;
+    let result = f.opt_str()?.map(JobResult::new);
     let progress = match (percent, message) {
         (Some(percent), Some(message)) => Some(Progress {
             percent: percent.min(100) as u8,
@@ -162,6 +163,7 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
         finished_at,
         error,
         progress,
+        result,
         spec: from_stored(&spec_json, requirements_of(&class_key)?)?,
     })
 }

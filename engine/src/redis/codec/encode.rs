@@ -6,6 +6,7 @@ use crate::core::class::validate_spec;
 use crate::core::model::MAX_PROGRESS_MESSAGE_BYTES;
 use crate::core::{EngineConfig, Failure, ModelSet, Outcome, Requirements};
 use crate::store::mem::check_machine_spec;
+use crate::store::request::check_result;
 use crate::store::{Refusal, Request};
 use serde_json::{json, Map, Value};
 
@@ -128,6 +129,7 @@ fn success(request: &Request) -> Option<[Value; 2]> {
             job,
             token,
             outcome: Outcome::Succeeded,
+            result: None,
         } if job.0 <= EXACT_IN_LUA && token.0 <= EXACT_IN_LUA => {
             Some([Value::from(job.0), Value::from(token.0)])
         }
@@ -260,7 +262,9 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
             job,
             token,
             outcome,
+            result,
         } => {
+            check_result(result.as_ref(), &config.limits)?;
             let (kind, needed) = match outcome {
                 Outcome::Succeeded => ("succeeded", 0),
                 Outcome::Failed(Failure::GpuOom { needed_gb }) => ("oom", *needed_gb),
@@ -275,6 +279,9 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
             if let Outcome::Failed(failure) = outcome {
                 m.insert("needed_gb".into(), needed.into());
                 m.insert("error".into(), format!("{failure:?}").into());
+            }
+            if let (Outcome::Succeeded, Some(result)) = (outcome, result) {
+                m.insert("result".into(), result.as_str().into());
             }
             Value::Object(m)
         }

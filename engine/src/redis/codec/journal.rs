@@ -8,6 +8,7 @@
 //! | `submitted` | job, priority, class id, class key |
 //! | `leased` | machine, n, then n times: job, token, attempt |
 //! | `succeeded` | n, then n times: job, token |
+//! | `result` | job, result (JSON text) |
 //! | `failed` | job, token, class |
 //! | `revoked` | job, token, reason |
 //! | `released` | job, token |
@@ -19,7 +20,7 @@
 
 use super::encode::requirements_from_key;
 use super::msgpack::unpack;
-use crate::core::{JobId, MachineId, Time, Token};
+use crate::core::{JobId, JobResult, MachineId, Time, Token};
 use crate::runtime::StoreError;
 use crate::store::journal::{EntryId, JournalEntry, JournalEvent, RevokeReason};
 use ::redis::Value;
@@ -167,6 +168,10 @@ fn decode_event(tag: &str, f: &mut Flat<'_>, out: &mut Vec<JournalEvent>) -> Res
             }
             return Ok(());
         }
+        "result" => E::Result {
+            job: f.job()?,
+            result: JobResult::new(f.str()?),
+        },
         "failed" => E::Failed {
             job: f.job()?,
             token: f.token()?,

@@ -1,7 +1,7 @@
 -- Jobs: submit, cancel, read, record outcomes, and the transitions they share (mem/jobs.rs).
 -- A job is its run record (run.lua: state, attempt, tokens, lease), its spec (the JSON the
 -- client sent) in the hash {ns}:spec, and a hash j:<id> of what seldom changes: class,
--- priority, max_attempts, key, submitted_at, error, pct, msg.
+-- priority, max_attempts, key, submitted_at, error, pct, msg, result (what it returned).
 
 -- The class of requirements `r` (a Submit's class fields), interned on first sight.
 function F.class_of(r)
@@ -160,14 +160,15 @@ end
 -- A job as the API shows it; Rust rebuilds the spec's requirements from the class key.
 function F.view(id)
   local rec = F.run(id)
-  local f = redis.call('HMGET', F.jkey(id), 'submitted_at', 'error', 'pct', 'msg', 'class')
+  local f = redis.call('HMGET', F.jkey(id), 'submitted_at', 'error', 'pct', 'msg', 'class',
+    'result')
   local spec = redis.call('HGET', P .. 'spec', F.fmt(id))
   local key = F.class(tonumber(f[5])).key
   -- A job that is not leased keeps its last lease's machine; it is not shown.
   local leased = rec.state == 'leased'
   return {id, rec.state, rec.attempt, leased and rec.machine, f[1],
     F.time_or_false(rec.started_at), F.time_or_false(rec.finished_at), f[2], f[3], f[4], spec,
-    key}
+    key, f[6]}
 end
 
 function F.get(r)
@@ -241,7 +242,14 @@ function F.complete(r)
   local id = tonumber(r.job)
   local token = tonumber(r.token)
   local succeeded = r.outcome == 'succeeded'
-  if succeeded and F.succeed(id, token) then return {'recorded', 'succeeded'} end
+  if succeeded and F.succeed(id, token) then
+    -- Rust bounded the result (request.rs, check_result); it goes with the job's hash.
+    if r.result then
+      F.wk('HSET', F.jkey(id), 'result', r.result)
+      F.journal('result', id, r.result)
+    end
+    return {'recorded', 'succeeded'}
+  end
   local rec, refusal = F.live_lease(id, token)
   if not rec then return refusal or {'recorded', F.run(id).state} end
   assert(not succeeded, 'complete: F.succeed refused a live lease')

@@ -43,6 +43,7 @@ impl MemStore {
                 finished_at: r.finished_at,
                 error: r.error.as_deref().map(str::to_string),
                 progress: r.progress.as_deref().cloned(),
+                result: self.results.get(&id).map(|r| r.as_str().to_string()),
                 kind: r.spec.kind.clone(),
                 payload: r.spec.payload.clone(),
             })

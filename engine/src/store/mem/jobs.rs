@@ -6,10 +6,11 @@ use crate::core::class::validate_spec;
 use crate::core::lifecycle::{after_attempt, AttemptEnd, Next};
 use crate::core::model::JobView;
 use crate::core::{
-    ClassId, Failure, JobId, JobSpec, JobState, Outcome, Requirements, StateName, Time, Token,
+    ClassId, Failure, JobId, JobResult, JobSpec, JobState, Outcome, Requirements, StateName, Time,
+    Token,
 };
 use crate::store::journal::{JournalEvent, RevokeReason};
-use crate::store::request::{Refusal, Reply};
+use crate::store::request::{check_result, Refusal, Reply};
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -111,7 +112,11 @@ impl MemStore {
 
     pub(super) fn get(&self, job: JobId) -> Result<Reply, Refusal> {
         let record = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
-        Ok(Reply::Job(Box::new(view(job, record))))
+        Ok(Reply::Job(Box::new(view(
+            job,
+            record,
+            self.results.get(&job),
+        ))))
     }
 
     pub(super) fn complete(
@@ -119,7 +124,9 @@ impl MemStore {
         job: JobId,
         token: Token,
         outcome: &Outcome,
+        result: Option<JobResult>,
     ) -> Result<Reply, Refusal> {
+        check_result(result.as_ref(), &self.config.limits)?;
         let record = self.jobs.get_mut(&job).ok_or(Refusal::UnknownJob(job))?;
         if record.recorded == Some(token) {
             return Ok(Reply::Recorded {
@@ -138,6 +145,13 @@ impl MemStore {
         match outcome {
             Outcome::Succeeded => {
                 self.jot(JournalEvent::Succeeded { job, token });
+                if let Some(result) = result {
+                    self.jot(JournalEvent::Result {
+                        job,
+                        result: result.clone(),
+                    });
+                    self.results.insert(job, result);
+                }
                 self.finish(job, StateName::Succeeded, ended)
             }
             Outcome::Failed(failure) => {
@@ -369,7 +383,7 @@ impl MemStore {
 }
 
 /// A job as the API shows it.
-pub(super) fn view(job: JobId, record: &JobRecord) -> JobView {
+pub(super) fn view(job: JobId, record: &JobRecord, result: Option<&JobResult>) -> JobView {
     let machine = match record.state {
         JobState::Leased { machine, .. } => Some(machine),
         _ => None,
@@ -384,6 +398,7 @@ pub(super) fn view(job: JobId, record: &JobRecord) -> JobView {
         finished_at: record.finished_at,
         error: record.error.as_deref().map(str::to_string),
         progress: record.progress.as_deref().cloned(),
+        result: result.cloned(),
         spec: record.spec.clone(),
     }
 }

@@ -14,8 +14,8 @@ use super::request::{Refusal, Reply, Request};
 use crate::check::history::HistoryEvent;
 use crate::core::model::Profile;
 use crate::core::{
-    ClassId, EngineConfig, JobId, JobSpec, JobState, MachineId, MachineSpec, Offer, ProfileId,
-    Requirements, Time, Token,
+    ClassId, EngineConfig, JobId, JobResult, JobSpec, JobState, MachineId, MachineSpec, Offer,
+    ProfileId, Requirements, Time, Token,
 };
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -127,6 +127,9 @@ pub struct MemStore {
     /// Idle machines by profile, in the order they started waiting.
     waiting: BTreeMap<ProfileId, BTreeSet<(u64, MachineId)>>,
     wakes: Vec<MachineId>,
+    /// What succeeded jobs returned, until they are purged (beside the records, which stay
+    /// dense: few jobs return anything).
+    results: FxHashMap<JobId, JobResult>,
     history: Option<Vec<HistoryEvent>>,
     journal: Option<Journal>,
     counts: JobCounts,
@@ -158,6 +161,7 @@ impl MemStore {
             finished: VecDeque::new(),
             waiting: BTreeMap::new(),
             wakes: Vec::new(),
+            results: FxHashMap::default(),
             history: None,
             journal: None,
             counts: JobCounts::default(),
@@ -246,7 +250,8 @@ impl MemStore {
                 job,
                 token,
                 outcome,
-            } => self.complete(job, token, &outcome),
+                result,
+            } => self.complete(job, token, &outcome, result),
             Request::Release { job, token } => self.release(job, token),
             Request::Reap { max } => Ok(Reply::Reaped(self.reap(max))),
             Request::Batch(requests) => self.batch(now, requests),

@@ -185,6 +185,7 @@ impl MemStore {
                 if let Some(key) = &record.spec.idempotency_key {
                     self.idempotency.remove(key);
                 }
+                self.results.remove(&job);
             }
             self.counts.finished_retained -= 1;
             report.purged += 1;

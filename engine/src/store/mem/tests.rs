@@ -76,6 +76,7 @@ fn complete(
             job,
             token,
             outcome,
+            result: None,
         },
     )
 }

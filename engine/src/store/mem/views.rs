@@ -58,7 +58,7 @@ impl MemStore {
         ids.truncate(limit);
         Reply::Jobs(
             ids.into_iter()
-                .map(|id| view(id, &self.jobs[&id]))
+                .map(|id| view(id, &self.jobs[&id], self.results.get(&id)))
                 .collect(),
         )
     }
