@@ -151,8 +151,16 @@ async fn command_outcomes_succeed_retry_with_stderr_or_die() {
     let failing = submit(&api, failing).await;
     let job = wait_job(&api.client, &failing, LIMIT, state_is("dead")).await;
     assert_eq!(job["attempt"], 2, "a non-zero exit is retried: {job}");
+    assert_eq!(
+        (&job["error"]["class"], &job["error"]["retryable"]),
+        (&json!("error"), &json!(true)),
+        "{job}"
+    );
     assert!(
-        job["error"].as_str().unwrap().contains("disk on fire"),
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk on fire"),
         "{job}"
     );
 
@@ -166,7 +174,10 @@ async fn command_outcomes_succeed_retry_with_stderr_or_die() {
         job["attempt"], 1,
         "a missing placeholder is not retried: {job}"
     );
-    assert!(job["error"].as_str().unwrap().contains("msg"), "{job}");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("msg"),
+        "{job}"
+    );
 
     let unknown = submit(&api, json!({"kind": "teleport", "max_attempts": 3})).await;
     let job = wait_job(&api.client, &unknown, LIMIT, state_is("dead")).await;
@@ -201,12 +212,22 @@ async fn a_command_returns_json_through_drover_result() {
     let id = submit(&api, body).await;
     let job = wait_job(&api.client, &id, LIMIT, state_is("dead")).await;
     assert_eq!(job["attempt"], 1, "{job}");
-    assert!(job["error"].as_str().unwrap().contains("not JSON"), "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{job}"
+    );
+    assert_eq!(job["error"]["class"], "fatal", "{job}");
     assert_eq!(job["result"], Value::Null);
     let id = submit(&api, json!({"kind": "returns_big"})).await;
     let job = wait_job(&api.client, &id, LIMIT, state_is("dead")).await;
     assert!(
-        job["error"].as_str().unwrap().contains("max_result_bytes"),
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_result_bytes"),
         "{job}"
     );
     agent.task.abort();

@@ -5,7 +5,7 @@
 
 use super::error::ApiError;
 use crate::core::labels::Labels;
-use crate::core::model::{JobView, Progress};
+use crate::core::model::{JobError, JobView, Progress};
 use crate::core::{EngineConfig, JobId, JobSpec, ModelSet, Requirements, Span};
 use crate::store::MachineView;
 use serde::{Deserialize, Serialize};
@@ -126,7 +126,9 @@ pub struct JobDto {
     pub submitted_at: u64,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
-    pub error: Option<String>,
+    /// `{"class", "message", "retryable"}`: why the last attempt failed, or why the store
+    /// gave up on the job.
+    pub error: Option<JobError>,
     pub progress: Option<Progress>,
     /// What the job returned (JSON), once it succeeded; null otherwise.
     pub result: Value,

@@ -16,6 +16,7 @@ pub mod time;
 pub use config::EngineConfig;
 pub use ids::{ClassId, JobId, MachineId, ModelId, ModelSet, ProfileId, Token};
 pub use model::{
-    Failure, JobResult, JobSpec, JobState, MachineSpec, Offer, Outcome, Requirements, StateName,
+    Failure, JobError, JobResult, JobSpec, JobState, MachineSpec, Offer, Outcome, Requirements,
+    StateName,
 };
 pub use time::{Span, Time};

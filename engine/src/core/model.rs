@@ -240,6 +240,88 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The failure as a job's error, the form the store keeps and the API shows.
+    pub fn error(&self) -> JobError {
+        let message = match self {
+            Failure::Error { message, .. } => message.clone(),
+            Failure::GpuOom { needed_gb } => {
+                format!("ran out of GPU memory: needs at least {needed_gb} GB per GPU")
+            }
+            Failure::DiskFull => {
+                "the machine's disk could not hold its models and scratch space".into()
+            }
+            Failure::TimedOut => "ran past its timeout".into(),
+        };
+        let retryable = !matches!(
+            self,
+            Failure::Error {
+                retryable: false,
+                ..
+            }
+        );
+        JobError {
+            class: self.class().into(),
+            message,
+            retryable,
+        }
+    }
+}
+
+/// Why a job's last attempt failed, or why the store gave up on it: a class (`fatal`,
+/// `error`, `oom`, `disk_full`, `timed_out` as reported by agents; `unworkable` from the
+/// store), a message for people, and whether another attempt could help.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub class: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// Why the store judged a job unworkable (both stores write exactly this).
+    pub fn unworkable(unworkable_after: super::Span) -> JobError {
+        JobError {
+            class: "unworkable".into(),
+            message: format!(
+                "no machine seen within unworkable_after ({unworkable_after}) could ever run it: \
+                 check its requirements against the fleet (GET /v1/machines)"
+            ),
+            retryable: false,
+        }
+    }
+
+    /// The one stored form, in both stores (Redis: field `error` of `j:<id>`):
+    /// `<class>|<retryable: 1 or 0>|<message>`.
+    pub fn to_stored(&self) -> String {
+        let retryable = if self.retryable { 1 } else { 0 };
+        format!("{}|{retryable}|{}", self.class, self.message)
+    }
+
+    /// Reads the stored form. Text in no known form (written before this format) is kept
+    /// whole as the message of class `error`.
+    pub fn from_stored(text: &str) -> JobError {
+        let mut parts = text.splitn(3, '|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(class), Some(flag @ ("0" | "1")), Some(message))
+                if !class.is_empty()
+                    && class.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                JobError {
+                    class: class.into(),
+                    message: message.into(),
+                    retryable: flag == "1",
+                }
+            }
+            _ => JobError {
+                class: "error".into(),
+                message: text.into(),
+                retryable: true,
+            },
+        }
+    }
+}
+
 impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
@@ -262,7 +344,8 @@ pub struct JobView {
     pub submitted_at: Time,
     pub started_at: Option<Time>,
     pub finished_at: Option<Time>,
-    pub error: Option<String>,
+    /// Why the last attempt failed, or why the store gave up on the job.
+    pub error: Option<JobError>,
     /// The last progress the running attempt reported.
     pub progress: Option<Progress>,
     /// What the job returned, once it succeeded (if it returned anything).
@@ -279,3 +362,37 @@ pub struct Progress {
 
 /// Longest progress message the store keeps, in bytes.
 pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 256;
+
+#[cfg(test)]
+mod job_error_tests {
+    use super::*;
+
+    #[test]
+    fn job_errors_round_trip_through_their_stored_form() {
+        let failures = [
+            Failure::Error {
+                retryable: false,
+                message: "exit 3: a|b".into(),
+            },
+            Failure::GpuOom { needed_gb: 40 },
+            Failure::DiskFull,
+            Failure::TimedOut,
+        ];
+        for failure in failures {
+            let error = failure.error();
+            assert_eq!(error.class, failure.class());
+            assert_eq!(JobError::from_stored(&error.to_stored()), error);
+        }
+        assert!(
+            !Failure::Error {
+                retryable: false,
+                message: String::new()
+            }
+            .error()
+            .retryable
+        );
+        let old = JobError::from_stored("Error { retryable: true, message: \"x\" }");
+        assert_eq!((old.class.as_str(), old.retryable), ("error", true));
+        assert_eq!(old.message, "Error { retryable: true, message: \"x\" }");
+    }
+}

@@ -760,7 +760,16 @@ impl JobReport {
             history.add("  outcome recorded for token", t.0.to_string());
         }
         if let Some(e) = &j.error {
-            history.add("  last error", e);
+            let e = crate::core::JobError::from_stored(e);
+            let retry = if e.retryable {
+                "retryable"
+            } else {
+                "not retryable"
+            };
+            history.add(
+                "  last error",
+                format!("{} ({retry}): {}", e.class, e.message),
+            );
         }
         if let Some(t) = j.finished_at {
             history.add(

@@ -5,7 +5,7 @@
 use super::encode::{requirements_from_key, Entry, Wire};
 use super::spec::from_stored;
 use crate::core::model::{JobView, Progress};
-use crate::core::{JobId, JobResult, MachineId, Requirements, StateName, Time, Token};
+use crate::core::{JobError, JobId, JobResult, MachineId, Requirements, StateName, Time, Token};
 use crate::runtime::StoreError;
 use crate::store::request::{
     ClassDepth, Grant, JobCounts, LeaseStatus, MachineView, ReapReport, StoreStats, Totals,
@@ -140,7 +140,7 @@ fn job_view(value: &Value) -> Result<JobView, StoreError> {
     let submitted_at = Time(f.u64()?);
     let started_at = f.opt_u64()?.map(Time);
     let finished_at = f.opt_u64()?.map(Time);
-    let error = f.opt_str()?;
+    let error = f.opt_str()?.as_deref().map(JobError::from_stored);
     let percent = f.opt_u64()?;
     let message = f.opt_str()?;
     let spec_json = f.str()?;

@@ -4,7 +4,7 @@
 use super::msgpack::pack;
 use crate::core::class::validate_spec;
 use crate::core::model::MAX_PROGRESS_MESSAGE_BYTES;
-use crate::core::{EngineConfig, Failure, ModelSet, Outcome, Requirements};
+use crate::core::{EngineConfig, Failure, JobError, ModelSet, Outcome, Requirements};
 use crate::store::mem::check_machine_spec;
 use crate::store::request::check_result;
 use crate::store::{Refusal, Request};
@@ -42,6 +42,7 @@ pub fn wire_config(config: &EngineConfig) -> String {
         "backoff_base": config.backoff_base.as_micros(),
         "backoff_max": config.backoff_max.as_micros(),
         "unworkable_after": config.unworkable_after.as_micros(),
+        "unworkable_error": JobError::unworkable(config.unworkable_after).to_stored(),
         "retention": config.retention.as_micros(),
         "reap_batch": config.reap_batch,
         "max_jobs": l.max_jobs,
@@ -278,7 +279,7 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
             // The common outcome travels without the fields only a failure reads.
             if let Outcome::Failed(failure) = outcome {
                 m.insert("needed_gb".into(), needed.into());
-                m.insert("error".into(), format!("{failure:?}").into());
+                m.insert("error".into(), failure.error().to_stored().into());
             }
             if let (Outcome::Succeeded, Some(result)) = (outcome, result) {
                 m.insert("result".into(), result.as_str().into());

@@ -77,6 +77,8 @@ function F.judge_unworkable(budget, report)
       end
       for _, job in ipairs(victims) do
         F.unqueue(job)
+        -- The reason, as Rust words it (JobError::unworkable, sent in the config).
+        F.wk('HSET', F.jkey(job), 'error', C.unworkable_error)
         F.finish(job, 'unworkable')
         report.unworkable = report.unworkable + 1
         budget = budget - 1

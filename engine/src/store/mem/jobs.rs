@@ -6,8 +6,8 @@ use crate::core::class::validate_spec;
 use crate::core::lifecycle::{after_attempt, AttemptEnd, Next};
 use crate::core::model::JobView;
 use crate::core::{
-    ClassId, Failure, JobId, JobResult, JobSpec, JobState, Outcome, Requirements, StateName, Time,
-    Token,
+    ClassId, Failure, JobError, JobId, JobResult, JobSpec, JobState, Outcome, Requirements,
+    StateName, Time, Token,
 };
 use crate::store::journal::{JournalEvent, RevokeReason};
 use crate::store::request::{check_result, Refusal, Reply};
@@ -164,7 +164,7 @@ impl MemStore {
                     self.raise_gpu_mem(job, *needed_gb);
                 }
                 let record = &mut self.jobs.get_mut(&job).expect("job checked above");
-                record.error = Some(format!("{failure:?}").into());
+                record.error = Some(failure.error().to_stored().into());
                 let (attempt, max) = (record.attempt, record.spec.max_attempts);
                 let next = after_attempt(
                     job,
@@ -396,7 +396,7 @@ pub(super) fn view(job: JobId, record: &JobRecord, result: Option<&JobResult>) -
         submitted_at: record.submitted_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
-        error: record.error.as_deref().map(str::to_string),
+        error: record.error.as_deref().map(JobError::from_stored),
         progress: record.progress.as_deref().cloned(),
         result: result.cloned(),
         spec: record.spec.clone(),

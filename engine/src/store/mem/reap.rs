@@ -5,7 +5,7 @@ use super::claim::allows;
 use super::views::spend;
 use super::{MachineState, MemStore};
 use crate::core::lifecycle::{AttemptEnd, Next};
-use crate::core::{ClassId, JobId, JobState, StateName};
+use crate::core::{ClassId, JobError, JobId, JobState, StateName};
 use crate::store::journal::RevokeReason;
 use crate::store::request::ReapReport;
 
@@ -136,8 +136,12 @@ impl MemStore {
                 .map(|&(job, _)| job)
                 .take(*budget as usize)
                 .collect();
+            let error: Box<str> = JobError::unworkable(window).to_stored().into();
             for job in victims {
                 self.unqueue(job);
+                if let Some(record) = self.jobs.get_mut(&job) {
+                    record.error = Some(error.clone());
+                }
                 self.finish(job, StateName::Unworkable, None);
                 report.unworkable += 1;
                 *budget -= 1;
