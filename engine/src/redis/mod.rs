@@ -40,6 +40,7 @@
 //! `meta.layout` records the data layout (`DATA_LAYOUT`) that first wrote the namespace; an
 //! engine of another layout refuses it at connect and on every call.
 
+pub mod backup;
 mod codec;
 mod connection;
 pub mod dump;
