@@ -807,3 +807,81 @@ async fn measure_a_backup_of_100k_jobs() {
     assert_same(&before, &reader(&target, NS).await.dump().await.unwrap());
     let _ = std::fs::remove_file(&file);
 }
+
+/// On a Redis Cluster the snapshot and the restore go to the shard that holds the namespace's
+/// slot (the calls name its `meta`): a backup of a cluster's namespace restores into another
+/// namespace of the cluster (another slot, most likely another master) and into a single node.
+#[tokio::test]
+async fn a_cluster_namespace_backs_up_and_restores() {
+    let cluster = drover_engine::testing::RedisCluster::start(3, 0);
+    let url = cluster.url();
+    let store = RedisStore::connect(&url, NS, config())
+        .await
+        .expect("connect");
+    let host = register(&store, "gpu-host-1", 2, 80).await;
+    for _ in 0..4 {
+        submit(&store, sleeper(1, |_| {})).await;
+    }
+    assert_eq!(claim(&store, host, 1, 2).await.len(), 2);
+    let before = store.dump().await.unwrap();
+    let file = temp_file("cluster.backup");
+    let (code, _, err) = drover(&[
+        "admin",
+        "backup",
+        "--redis",
+        &url,
+        "--namespace",
+        NS,
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    let mut args = vec!["admin", "restore", "--in", file.to_str().unwrap()];
+    args.extend(["--redis", &url, "--namespace", "copy"]);
+    let (code, _, err) = drover(&args);
+    assert_eq!(code, 0, "{err}");
+    let options = ConnectOptions {
+        read_only: true,
+        ..ConnectOptions::default()
+    };
+    let copy = RedisStore::connect_with(&url, "copy", config(), options)
+        .await
+        .unwrap();
+    assert_same(&before, &copy.dump().await.unwrap());
+
+    let single = RedisServer::start();
+    let (code, _, err) = restore_cli(&single, &file, None);
+    assert_eq!(code, 0, "{err}");
+    assert_same(&before, &reader(&single, NS).await.dump().await.unwrap());
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The snapshot writes nothing, so a replica runs it: a large namespace is backed up there,
+/// where the pause stops no client of the engine.
+#[tokio::test]
+async fn a_replica_is_backed_up_as_its_master() {
+    let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let store = RedisStore::connect(&master.url, NS, config())
+        .await
+        .expect("connect");
+    for _ in 0..3 {
+        submit(&store, sleeper(1, |_| {})).await;
+    }
+    // Every write so far acknowledged by the replica.
+    let acked = Instant::now() + Duration::from_secs(30);
+    while int(raw(&master, &["WAIT", "1", "1000"])) < 1 {
+        assert!(Instant::now() < acked, "the replica never caught up");
+    }
+    let file = temp_file("replica.backup");
+    let written = backup_cli(&replica, NS, &file);
+    assert_eq!(written["kinds"]["j:<n>"], 3, "{written}");
+    let target = RedisServer::start();
+    let (code, _, err) = restore_cli(&target, &file, None);
+    assert_eq!(code, 0, "{err}");
+    let before = store.dump().await.unwrap();
+    assert_same(&before, &reader(&target, NS).await.dump().await.unwrap());
+    let _ = std::fs::remove_file(&file);
+}
