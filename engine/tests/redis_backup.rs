@@ -870,10 +870,14 @@ async fn a_replica_is_backed_up_as_its_master() {
     for _ in 0..3 {
         submit(&store, sleeper(1, |_| {})).await;
     }
-    // Every write so far acknowledged by the replica.
-    let acked = Instant::now() + Duration::from_secs(30);
-    while int(raw(&master, &["WAIT", "1", "1000"])) < 1 {
-        assert!(Instant::now() < acked, "the replica never caught up");
+    // The replica has every write so far (WAIT would only cover its own connection's writes).
+    let meta = format!("{{{NS}}}:meta");
+    let caught_up = Instant::now() + Duration::from_secs(30);
+    while raw(&replica, &["HGETALL", &meta]) != raw(&master, &["HGETALL", &meta])
+        || raw(&replica, &["DBSIZE"]) != raw(&master, &["DBSIZE"])
+    {
+        assert!(Instant::now() < caught_up, "the replica never caught up");
+        std::thread::sleep(Duration::from_millis(50));
     }
     let file = temp_file("replica.backup");
     let written = backup_cli(&replica, NS, &file);
