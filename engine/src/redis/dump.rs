@@ -529,7 +529,7 @@ impl RedisStore {
 }
 
 /// `s` with the characters SCAN's MATCH treats as patterns escaped.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

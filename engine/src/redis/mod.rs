@@ -30,7 +30,8 @@
 //! | `drover:libraries` | hash | server-wide, outside every namespace: function library -> when a process last said it uses it (libraries.rs) |
 //!
 //! `dump.rs` holds the same layout as data (`dump::KEYS`), with the decoder of every key, and
-//! `formats.rs` the packed values' formats.
+//! `formats.rs` the packed values' formats. `backup/` snapshots a namespace's keys, whatever
+//! they are, to a file and restores them (`drover admin backup`, `drover admin restore`).
 //!
 //! Time is the script's `TIME` (never the client's), kept monotonic in `meta.clock`. If
 //! `meta.test_clock` exists its value is the clock instead: the conformance suite drives virtual
@@ -40,6 +41,7 @@
 //! `meta.layout` records the data layout (`DATA_LAYOUT`) that first wrote the namespace; an
 //! engine of another layout refuses it at connect and on every call.
 
+pub mod backup;
 mod codec;
 mod connection;
 pub mod dump;

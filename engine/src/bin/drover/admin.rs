@@ -1,5 +1,7 @@
-//! `drover admin`: the namespace's engine configuration, old function libraries.
+//! `drover admin`: the namespace's engine configuration, old function libraries, backup and
+//! restore (`backup.rs`).
 
+use crate::backup::{self, BackupArgs, RestoreArgs};
 use crate::print_report;
 use crate::stores::{connect_admin, connect_reader, RedisArgs};
 use anyhow::{bail, Context, Result};
@@ -35,6 +37,10 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent snapshot of one namespace (every key at one instant) to a file.
+    Backup(BackupArgs),
+    /// Restore a backup file into an empty namespace.
+    Restore(RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -61,6 +67,8 @@ pub(crate) async fn run(command: AdminCommand) -> Result<()> {
             dry_run,
             json,
         } => gc(&redis, &older_than, dry_run, json).await,
+        AdminCommand::Backup(args) => backup::backup(args).await,
+        AdminCommand::Restore(args) => backup::restore(args).await,
     }
 }
 

@@ -1,10 +1,11 @@
 //! `drover`: the API server, the machine agent, the reaper, and a small client.
 //!
 //! One module per family of commands: `serve` (api, agent, reaper), `client` (submit,
-//! status), `inspect` (inspect, journal), `admin` (config, gc); `stores` connects to the
-//! store every command names.
+//! status), `inspect` (inspect, journal), `admin` (config, gc; backup and restore in `backup`);
+//! `stores` connects to the store every command names.
 
 mod admin;
+mod backup;
 mod client;
 mod inspect;
 mod serve;
@@ -52,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         what: inspect::InspectWhat,
     },
-    /// Administer Redis: a namespace's engine configuration, old function libraries.
+    /// Administer Redis: a namespace's engine configuration, old function libraries, backups.
     Admin(admin::AdminArgs),
     /// The namespace's journal: what every store call did, in order.
     #[command(subcommand)]

@@ -106,6 +106,20 @@ pub(crate) async fn connect_reader(url: &str, namespace: &str) -> Result<RedisSt
         .context("connecting to Redis")
 }
 
+/// A store for calls that move a whole namespace (`drover admin backup` and `restore`): read-only
+/// (no library loaded: the restored namespace's first engine process loads it), and a response
+/// timeout long enough for one call that carries every key.
+pub(crate) async fn connect_bulk(url: &str, namespace: &str) -> Result<RedisStore> {
+    let options = ConnectOptions {
+        read_only: true,
+        response_timeout: Some(Duration::from_secs(600)),
+        ..ConnectOptions::default()
+    };
+    RedisStore::connect_with(url, namespace, EngineConfig::default(), options)
+        .await
+        .context("connecting to Redis")
+}
+
 /// Either store, so that one code path serves both.
 #[derive(Clone)]
 pub(crate) enum AnyStore {
