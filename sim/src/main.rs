@@ -132,23 +132,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
-                    "{}: {} seeds, {} failing",
-                    report.scenario,
-                    report.seeds,
-                    report.failing.len()
-                );
-                for failing in &report.failing {
-                    let chaos = chaos.map(|c| format!(" --chaos {c}")).unwrap_or_default();
-                    println!(
-                        "  seed {}: {} violation(s), first: {}\n    reproduce: drover-sim run {} --seed {}{chaos}",
-                        failing.seed,
-                        failing.violation_count,
-                        failing.first_violation.as_deref().unwrap_or("-"),
-                        file.display(),
-                        failing.seed,
-                    );
-                }
+                print!("{}", report.human(&file));
             }
             Ok(if report.failing.is_empty() {
                 ExitCode::SUCCESS

@@ -1,6 +1,8 @@
 //! What a run measured: queue wait and completion time histograms (overall and per workload),
-//! Little's law bookkeeping, cost, utilisation, waste and redistribution time. Memory is flat
-//! in the number of finished jobs: histograms and sums, no per-job vectors.
+//! every job's outcome (overall and per workload), Little's law bookkeeping, cost and
+//! utilisation (overall and per pool), waste, redistribution time and how soon revoked jobs
+//! ran again. Memory is flat in the number of finished jobs: histograms and sums, no per-job
+//! vectors.
 
 use drover_engine::core::cost::CostLedger;
 use drover_engine::core::{Span, StateName, Time};
@@ -75,6 +77,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Seconds, from a histogram of microseconds (its own mean, to its resolution).
+    pub fn of_histogram(h: &Histogram<u64>) -> Summary {
+        Summary::of(h, h.mean() / 1e6)
+    }
+
     fn of(h: &Histogram<u64>, mean: f64) -> Summary {
         if h.is_empty() {
             return Summary::default();
@@ -100,6 +107,56 @@ pub struct Outcomes {
     pub unworkable: u64,
 }
 
+impl Outcomes {
+    fn count(&mut self, state: StateName) {
+        let counter = match state {
+            StateName::Succeeded => &mut self.succeeded,
+            StateName::Dead => &mut self.dead,
+            StateName::Cancelled => &mut self.cancelled,
+            StateName::TimedOut => &mut self.timed_out,
+            _ => &mut self.unworkable,
+        };
+        *counter += 1;
+    }
+
+    /// Jobs that reached any terminal state.
+    pub fn terminal(&self) -> u64 {
+        self.succeeded + self.dead + self.cancelled + self.timed_out + self.unworkable
+    }
+}
+
+/// What became of every job, overall and per workload. A lossy Redis restart rolls it back
+/// with the store (the jobs it forgot finish again later).
+#[derive(Clone, Debug, Default)]
+pub struct OutcomeBook {
+    pub total: Outcomes,
+    pub per_workload: Vec<Outcomes>,
+    /// Per workload: finished jobs submitted during the warm-up, which latencies leave out.
+    pub in_warmup: Vec<u64>,
+}
+
+/// What is counted once per finished job: outcomes, latencies, successes and their useful GPU
+/// time. A lossy Redis restart rolls these back with the store, since the jobs it forgot
+/// finishing finish again and are counted then; counting both would count a job twice.
+#[derive(Clone)]
+pub struct PerJobFigures {
+    outcomes: OutcomeBook,
+    overall: Latencies,
+    per_workload: Vec<Latencies>,
+    jobs_succeeded: u64,
+    useful_gpu_s: f64,
+}
+
+/// One pool's machines and what they cost: the ledger of the pool alone.
+#[derive(Clone, Debug, Default)]
+pub struct PoolTally {
+    pub booted: u64,
+    /// Vanished (killed or at the end of their lifetime).
+    pub lost: u64,
+    pub drained: u64,
+    pub ledger: CostLedger,
+}
+
 pub struct Metrics {
     warmup: Time,
     /// A job that found an idle machine still waits this long: the wake-up's trip to the
@@ -109,9 +166,12 @@ pub struct Metrics {
     window_end: Time,
     pub overall: Latencies,
     pub per_workload: Vec<Latencies>,
-    pub outcomes: Outcomes,
+    pub outcomes: OutcomeBook,
     pub ledger: CostLedger,
+    pub pools: Vec<PoolTally>,
     pub redistribution: Histogram<u64>,
+    /// From a revoked lease's requeue to the job's next lease.
+    pub revoke_to_lease: Histogram<u64>,
     /// Jobs in the system (submitted, not terminal) and the integral of that over time.
     in_system: u64,
     area_job_s: f64,
@@ -124,16 +184,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(warmup: Time, window_end: Time, dispatch: Span, workloads: usize) -> Metrics {
+    pub fn new(
+        warmup: Time,
+        window_end: Time,
+        dispatch: Span,
+        workloads: usize,
+        pools: usize,
+    ) -> Metrics {
         Metrics {
             warmup,
             dispatch,
             window_end,
             overall: Latencies::default(),
             per_workload: vec![Latencies::default(); workloads],
-            outcomes: Outcomes::default(),
+            outcomes: OutcomeBook {
+                total: Outcomes::default(),
+                per_workload: vec![Outcomes::default(); workloads],
+                in_warmup: vec![0; workloads],
+            },
             ledger: CostLedger::default(),
+            pools: vec![PoolTally::default(); pools],
             redistribution: histogram(),
+            revoke_to_lease: histogram(),
             in_system: 0,
             area_job_s: 0.0,
             last_change: warmup,
@@ -141,6 +213,29 @@ impl Metrics {
             window_sojourn_s: 0.0,
             useful_gpu_s: 0.0,
         }
+    }
+
+    pub fn per_job_figures(&self) -> PerJobFigures {
+        PerJobFigures {
+            outcomes: self.outcomes.clone(),
+            overall: self.overall.clone(),
+            per_workload: self.per_workload.clone(),
+            jobs_succeeded: self.ledger.jobs_succeeded,
+            useful_gpu_s: self.useful_gpu_s,
+        }
+    }
+
+    pub fn roll_back_per_job_figures(&mut self, to: PerJobFigures) {
+        self.outcomes = to.outcomes;
+        self.overall = to.overall;
+        self.per_workload = to.per_workload;
+        self.ledger.jobs_succeeded = to.jobs_succeeded;
+        self.useful_gpu_s = to.useful_gpu_s;
+    }
+
+    /// The wait beyond which a job counts as having queued (for P(wait)).
+    pub fn dispatch(&self) -> Span {
+        self.dispatch
     }
 
     fn advance(&mut self, now: Time) {
@@ -154,7 +249,7 @@ impl Metrics {
     pub fn on_submitted(&mut self, now: Time) {
         self.advance(now);
         self.in_system += 1;
-        self.outcomes.submitted += 1;
+        self.outcomes.total.submitted += 1;
     }
 
     /// A job reached `state`; `lease_at` is when its last attempt was leased.
@@ -168,15 +263,14 @@ impl Metrics {
     ) {
         self.advance(now);
         self.in_system = self.in_system.saturating_sub(1);
-        let counter = match state {
-            StateName::Succeeded => &mut self.outcomes.succeeded,
-            StateName::Dead => &mut self.outcomes.dead,
-            StateName::Cancelled => &mut self.outcomes.cancelled,
-            StateName::TimedOut => &mut self.outcomes.timed_out,
-            _ => &mut self.outcomes.unworkable,
-        };
-        *counter += 1;
+        self.outcomes.total.count(state);
+        if let Some(per) = self.outcomes.per_workload.get_mut(workload) {
+            per.count(state);
+        }
         if submitted_at < self.warmup {
+            if let Some(excluded) = self.outcomes.in_warmup.get_mut(workload) {
+                *excluded += 1;
+            }
             return;
         }
         if submitted_at < self.window_end {
@@ -195,6 +289,24 @@ impl Metrics {
 
     pub fn on_redistributed(&mut self, after: Span) {
         self.redistribution.saturating_record(after.as_micros());
+    }
+
+    pub fn on_leased_after_revoke(&mut self, after: Span) {
+        self.revoke_to_lease.saturating_record(after.as_micros());
+    }
+
+    /// A machine of `pool` was up for `up`: its bill, in the fleet's ledger and its pool's.
+    pub fn bill_machine(&mut self, pool: usize, up: Span, gpus: u32, cost_per_hour: f64) {
+        self.ledger.add_machine_time(up, gpus, cost_per_hour);
+        self.pools[pool]
+            .ledger
+            .add_machine_time(up, gpus, cost_per_hour);
+    }
+
+    /// An attempt held `gpus` GPUs of a machine of `pool` for `ran`.
+    pub fn bill_attempt(&mut self, pool: usize, ran: Span, gpus: u32) {
+        self.ledger.add_attempt(ran, gpus, false);
+        self.pools[pool].ledger.add_attempt(ran, gpus, false);
     }
 
     /// Little's law over the arrival window: (L, lambda, W) with L the time-average number

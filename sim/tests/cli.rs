@@ -33,10 +33,53 @@ fn run_json_has_every_field_and_exit_zero() {
         "jobs_per_sec",
         "utilization",
         "cost_per_job",
+        "spend",
         "violations",
+        "p_wait",
+        "dispatch_s",
+        "warmup_s",
+        "little",
+        "redistribution_s",
+        "revoked_to_leased_s",
+        "workloads",
+        "pools",
+        "faults",
+        "fault_log",
+        "redis_persistence",
+        "stats",
     ] {
         assert!(report.get(field).is_some(), "missing {field}");
     }
+    for field in [
+        "submitted",
+        "succeeded",
+        "dead",
+        "cancelled",
+        "timed_out",
+        "unworkable",
+        "in_flight",
+        "warmup_excluded",
+        "measured",
+        "wait_s",
+        "jct_s",
+    ] {
+        assert!(
+            report["workloads"][0].get(field).is_some(),
+            "missing workloads[].{field}"
+        );
+    }
+    for field in [
+        "machines_declared_lost",
+        "leases_revoked",
+        "stale_outcomes",
+        "breaker_opened",
+        "machines_breaker_opened",
+        "redis_restarts",
+        "gpu_ooms",
+    ] {
+        assert!(report["stats"][field].is_u64(), "missing stats.{field}");
+    }
+    assert!(report["stats"]["events_by_kind"].is_object());
     for field in [
         "submitted",
         "succeeded",
@@ -109,4 +152,5 @@ fn sweep_reports_seeds_and_passes() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["results"].as_array().unwrap().len(), 4);
     assert_eq!(report["failing"].as_array().unwrap().len(), 0);
+    assert_eq!(report["aggregate"]["wait_p99_s"]["seeds"], 4);
 }

@@ -101,11 +101,11 @@ const MAX_SPAN_MICROS: f64 = 1e16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpanError {
-    #[error("duration {0:?} has no unit (use us, ms, s, m, h or d, e.g. \"30s\")")]
+    #[error("duration {0:?} has no unit (use us, ms, s, m or min, h or d, e.g. \"30s\")")]
     MissingUnit(String),
     #[error("duration {0:?} does not start with a number")]
     BadNumber(String),
-    #[error("duration {0:?} has an unknown unit (use us, ms, s, m, h or d)")]
+    #[error("duration {0:?} has an unknown unit (use us, ms, s, m or min, h or d)")]
     UnknownUnit(String),
     #[error("duration {0:?} is too long")]
     TooLong(String),
@@ -170,6 +170,9 @@ mod tests {
         ));
         let message = Span::parse("3x").unwrap_err().to_string();
         assert!(message.contains("3x"), "{message}");
+        // The units the message names are the ones parse takes (scenarios/README.md too).
+        assert!(message.contains("m or min"), "{message}");
+        assert_eq!(Span::parse("5min"), Ok(Span::from_secs(300)));
     }
 
     #[test]

@@ -9,11 +9,62 @@ use drover_engine::check::Checker;
 use drover_engine::core::{Span, Time};
 use rand::seq::SliceRandom;
 use rand::Rng as _;
+use serde::Serialize;
 
 pub struct ActiveFault {
     pub spec: FaultSpec,
     /// The machines it hit, chosen when it starts.
     targets: Vec<u32>,
+    /// For the report: whether it started, how many machines it hit and how many were up in
+    /// its pool then (both 0 for a Redis restart).
+    pub started: bool,
+    pub hit: u32,
+    pub of: u32,
+}
+
+/// One fault as it happened, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    /// As spelled in scenario files: kill, partition, redis_restart, disk_full, gpu_oom, latency.
+    pub kind: &'static str,
+    pub at_s: f64,
+    /// The pool it targeted; `None`: every pool (or Redis itself).
+    pub pool: Option<String>,
+    /// How long it lasted (a Redis restart: its downtime; a kill: 0, it is permanent).
+    pub duration_s: f64,
+    /// The machines it hit, of those up in its pool when it started (0 of 0 for Redis).
+    pub machines: u32,
+    pub of: u32,
+    /// Its size, where it has one: extra latency, GPU memory leaked, disk filled.
+    pub detail: Option<String>,
+}
+
+impl FaultRecord {
+    fn of(fault: &ActiveFault) -> FaultRecord {
+        let kind = &fault.spec.kind;
+        let detail = match kind {
+            FaultKind::Latency { latency, .. } => Some(format!(
+                "+{:.0}ms one-way latency",
+                latency.as_secs_f64() * 1e3
+            )),
+            FaultKind::GpuOom { leak_gb, .. } => Some(format!("{leak_gb} GB held on each GPU")),
+            FaultKind::DiskFull { fill_gb, .. } => {
+                Some(fill_gb.map_or("disk filled".to_string(), |gb| format!("{gb} GB written")))
+            }
+            FaultKind::Kill { .. }
+            | FaultKind::Partition { .. }
+            | FaultKind::RedisRestart { .. } => None,
+        };
+        FaultRecord {
+            kind: kind.name(),
+            at_s: fault.spec.at.as_secs_f64(),
+            pool: kind.pool().map(str::to_string),
+            duration_s: kind.duration().as_secs_f64(),
+            machines: fault.hit,
+            of: fault.of,
+            detail,
+        }
+    }
 }
 
 /// The faults of a run: the scenario's, then the swarm's (`chaos` faults per simulated hour,
@@ -37,6 +88,9 @@ pub fn plan(scenario: &Scenario, seed: u64, chaos: Option<f64>) -> Vec<ActiveFau
         .map(|spec| ActiveFault {
             spec,
             targets: Vec::new(),
+            started: false,
+            hit: 0,
+            of: 0,
         })
         .collect()
 }
@@ -113,11 +167,14 @@ impl World {
 
     pub(super) fn on_fault_start(&mut self, fault: usize) {
         let kind = self.faults[fault].spec.kind.clone();
+        self.faults[fault].started = true;
         if let FaultKind::RedisRestart { downtime } = kind {
             self.crash_redis(downtime);
             return;
         }
-        let targets = self.pick_targets(&kind);
+        let (targets, of) = self.pick_targets(&kind);
+        self.faults[fault].hit = targets.len() as u32;
+        self.faults[fault].of = of;
         for &m in &targets {
             let record = &mut self.machines[m as usize];
             match &kind {
@@ -174,8 +231,9 @@ impl World {
         }
     }
 
-    /// A random `fraction` (or `count`) of the machines of the fault's pool that are up now.
-    fn pick_targets(&mut self, kind: &FaultKind) -> Vec<u32> {
+    /// A random `fraction` (or `count`) of the machines of the fault's pool that are up now,
+    /// and how many were up.
+    fn pick_targets(&mut self, kind: &FaultKind) -> (Vec<u32>, u32) {
         let pool = kind
             .pool()
             .map(|name| self.scenario.pools.iter().position(|p| p.name == name));
@@ -187,6 +245,7 @@ impl World {
                     && pool.is_none_or(|p| p == Some(record.pool as usize))
             })
             .collect();
+        let up = candidates.len() as u32;
         candidates.shuffle(&mut self.streams.faults);
         let n = match kind {
             FaultKind::Kill {
@@ -203,7 +262,19 @@ impl World {
         };
         candidates.truncate(n.min(candidates.len()));
         candidates.sort_unstable();
-        candidates
+        (candidates, up)
+    }
+
+    /// The faults that started, in the order they started.
+    pub fn fault_log(&self) -> Vec<FaultRecord> {
+        let mut log: Vec<FaultRecord> = self
+            .faults
+            .iter()
+            .filter(|f| f.started)
+            .map(FaultRecord::of)
+            .collect();
+        log.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        log
     }
 
     /// aof-everysec: remember what Redis has written to disk by now.
@@ -213,7 +284,7 @@ impl World {
                 store: self.redis.store.clone(),
                 checker: self.checker.clone(),
                 jobs: self.jobs.clone(),
-                outcomes: self.metrics.outcomes,
+                figures: self.metrics.per_job_figures(),
             });
         }
     }
@@ -231,14 +302,16 @@ impl World {
         if !lossy {
             return;
         }
+        // The store that comes back may reuse the ids of jobs it forgot.
+        self.revoked_at.clear();
         match snapshot
             .filter(|_| self.redis.persistence == crate::scenario::Persistence::AofEverysec)
         {
             Some(snapshot) => {
                 self.checker.roll_back_to(snapshot.checker);
                 self.jobs = snapshot.jobs;
-                // Outcomes recorded in the lost second will be recorded again.
-                self.metrics.outcomes = snapshot.outcomes;
+                // Jobs finished in the lost second will finish again.
+                self.metrics.roll_back_per_job_figures(snapshot.figures);
             }
             None => {
                 self.checker.roll_back_to(Checker::new());

@@ -60,6 +60,7 @@ impl World {
         });
         self.alive_per_pool[pool] += 1;
         self.stats.machines_booted += 1;
+        self.metrics.pools[pool].booted += 1;
         let boot = self.scenario.pools[pool].boot;
         self.queue
             .schedule(self.now.plus(boot), Event::MachineUp { machine });
@@ -132,11 +133,17 @@ impl World {
         let pool_index = record.pool as usize;
         let up = self.now.since(record.created_at);
         let pool = &self.scenario.pools[pool_index];
+        let (gpus, cost_per_hour, replace) = (pool.gpus, pool.cost_per_hour, pool.replace);
         self.metrics
-            .ledger
-            .add_machine_time(up, pool.gpus, pool.cost_per_hour);
+            .bill_machine(pool_index, up, gpus, cost_per_hour);
+        let tally = &mut self.metrics.pools[pool_index];
+        if lost {
+            tally.lost += 1;
+        } else {
+            tally.drained += 1;
+        }
         self.alive_per_pool[pool_index] -= 1;
-        if pool.replace {
+        if replace {
             self.provision(pool_index);
         }
     }
@@ -315,7 +322,8 @@ impl World {
     fn stop_attempt(&mut self, machine: u32, job: JobId) -> Option<Attempt> {
         let attempt = self.machines[machine as usize].running.remove(&job)?;
         let ran = self.now.since(attempt.started);
-        self.metrics.ledger.add_attempt(ran, attempt.gpus, false);
+        let pool = self.machines[machine as usize].pool as usize;
+        self.metrics.bill_attempt(pool, ran, attempt.gpus);
         let event = HistoryEvent::Stopped {
             machine: MachineId(machine as u64),
             job,
@@ -409,8 +417,13 @@ impl World {
     /// Adds what an agent counted to the world's totals (when it leaves or at the end).
     pub(super) fn harvest_agent_stats(&mut self, machine: u32) {
         if let Some(agent) = self.machines[machine as usize].agent.as_ref() {
-            self.stats.stale_outcomes += agent.stats.stale_outcomes;
-            self.stats.breaker_opened += agent.link().breaker_opened();
+            let stats = &mut self.stats;
+            stats.stale_outcomes += agent.stats.stale_outcomes;
+            stats.attempts_stopped_revoked += agent.stats.revoked;
+            stats.machines_registered_again += agent.stats.registrations.saturating_sub(1);
+            let opened = agent.link().breaker_opened();
+            stats.breaker_opened += opened;
+            stats.machines_breaker_opened += u64::from(opened > 0);
         }
     }
 
@@ -420,11 +433,11 @@ impl World {
             if self.machines[machine as usize].alive {
                 self.harvest_agent_stats(machine);
                 let record = &self.machines[machine as usize];
-                let pool = &self.scenario.pools[record.pool as usize];
+                let pool_index = record.pool as usize;
+                let pool = &self.scenario.pools[pool_index];
                 let up = self.now.since(record.created_at);
                 self.metrics
-                    .ledger
-                    .add_machine_time(up, pool.gpus, pool.cost_per_hour);
+                    .bill_machine(pool_index, up, pool.gpus, pool.cost_per_hour);
             }
         }
     }

@@ -21,6 +21,7 @@ use drover_engine::core::{EngineConfig, JobId, MachineId, Requirements, Span, Ti
 use drover_engine::reaper::Reaper;
 use drover_engine::store::{MemStore, Refusal, Reply, Request};
 use faults::ActiveFault;
+pub use faults::FaultRecord;
 use fleet::SimMachine;
 use producer::Producer;
 use redis::SimRedis;
@@ -107,6 +108,39 @@ impl Event {
     }
 }
 
+/// The name of each event kind, indexed by its trace tag (`Event::trace_key`): how
+/// `events_by_kind` is keyed in reports. Tags 0 and 15 are unused.
+pub const EVENT_NAMES: [&str; 16] = [
+    "unused_0",
+    "arrival",
+    "machine_up",
+    "machine_death",
+    "agent_timer",
+    "to_store",
+    "to_peer",
+    "wake",
+    "attempt_done",
+    "reaper_timer",
+    "fault_start",
+    "fault_end",
+    "redis_up",
+    "fsync",
+    "retry_submits",
+    "unused_15",
+];
+
+/// Writes the per-tag counts as an object keyed by event name, leaving out unused tags.
+fn events_by_name<S: serde::Serializer>(counts: &[u64; 16], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    for (name, count) in EVENT_NAMES.iter().zip(counts) {
+        if !name.starts_with("unused") {
+            map.serialize_entry(name, count)?;
+        }
+    }
+    map.end()
+}
+
 fn peer_key(peer: Peer) -> u64 {
     match peer {
         Peer::Machine(m) => m as u64,
@@ -152,7 +186,7 @@ struct Snapshot {
     store: MemStore,
     checker: Checker,
     jobs: FxHashMap<JobId, SimJob>,
-    outcomes: crate::metrics::Outcomes,
+    figures: crate::metrics::PerJobFigures,
 }
 
 /// Streams of randomness, one per subsystem.
@@ -189,6 +223,9 @@ pub struct World {
     pub quiet_from: Time,
     /// Jobs a lost machine was running, with the time it was lost.
     orphans: FxHashMap<JobId, Time>,
+    /// Jobs whose lease the store revoked and requeued, with when: to measure how soon they
+    /// are leased again.
+    revoked_at: FxHashMap<JobId, Time>,
     streams: Streams,
     history: Vec<HistoryEvent>,
     next_serial: u64,
@@ -200,8 +237,20 @@ pub struct World {
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct WorldStats {
     pub machines_booted: u64,
+    /// Machines that vanished: killed by a fault or at the end of their lifetime.
     pub machines_lost: u64,
     pub machines_drained: u64,
+    /// Machines the store declared lost (their heartbeat expired: dead, or cut off), as the
+    /// reaper reported.
+    pub machines_declared_lost: u64,
+    /// Registrations beyond each machine's first: machines that came back after the store
+    /// declared them lost or forgot them.
+    pub machines_registered_again: u64,
+    /// Leases the store ended without their holder's outcome (expired, machine lost, over
+    /// time, cancelled), from the store's history.
+    pub leases_revoked: u64,
+    /// Running attempts agents stopped because the store told them their lease was gone.
+    pub attempts_stopped_revoked: u64,
     pub requests: u64,
     pub requests_dropped: u64,
     pub replies_lost: u64,
@@ -210,15 +259,18 @@ pub struct WorldStats {
     pub resubmitted: u64,
     pub submissions_refused: u64,
     pub attempts: u64,
-    /// Events taken, by kind (the trace tag: 1 arrival, 2 machine up, 3 death, 4 agent timer,
-    /// 5 request, 6 reply, 7 wake, 8 attempt done, 9 reaper, 10-11 faults, 12 Redis up, 13 fsync, 14 submit retry).
+    /// Events taken, by kind: counted by trace tag, reported keyed by `EVENT_NAMES`.
+    #[serde(serialize_with = "events_by_name")]
     pub events_by_kind: [u64; 16],
     /// Attempts of jobs a Redis restart forgot after granting them.
     pub ghost_attempts: u64,
     pub gpu_ooms: u64,
+    /// Outcomes the store refused because their lease token was no longer the job's (fencing).
     pub stale_outcomes: u64,
     pub evictions: u64,
+    /// Times an agent's circuit breaker opened, and on how many machines it ever did.
     pub breaker_opened: u64,
+    pub machines_breaker_opened: u64,
     /// Requests an agent dropped because the store failed them in a way that would repeat
     /// (MemStore never does: a non-zero count is a bug in the simulated world).
     pub store_faults: u64,
@@ -258,7 +310,11 @@ impl World {
         let mut world = World {
             redis: SimRedis::new((*config).clone(), scenario.redis.persistence),
             reaper: Reaper::new(config.clone(), seed ^ 0x5EA9E5, Time::ZERO),
-            producer: Producer::new(&faults, scenario.redis.persistence),
+            producer: Producer::new(
+                &faults,
+                scenario.redis.persistence,
+                scenario.workloads.len(),
+            ),
             arrivals: scenario
                 .workloads
                 .iter()
@@ -270,6 +326,7 @@ impl World {
                 window_end,
                 scenario.redis.latency.saturating_mul(2),
                 scenario.workloads.len(),
+                scenario.pools.len(),
             ),
             quiet_from: window_end,
             config,
@@ -285,6 +342,7 @@ impl World {
             requirements,
             faults,
             orphans: FxHashMap::default(),
+            revoked_at: FxHashMap::default(),
             streams,
             history: Vec::new(),
             next_serial: 0,
@@ -379,14 +437,29 @@ impl World {
                     if let Some(lost_at) = self.orphans.remove(&job) {
                         self.metrics.on_redistributed(at.since(lost_at));
                     }
+                    if let Some(revoked_at) = self.revoked_at.remove(&job) {
+                        self.metrics.on_leased_after_revoke(at.since(revoked_at));
+                    }
+                }
+                HistoryEvent::Requeued { job, at, ended } => {
+                    if ended.is_some_and(|e| !e.reported) {
+                        self.stats.leases_revoked += 1;
+                        self.revoked_at.insert(job, at);
+                    }
                 }
                 HistoryEvent::Finished {
                     job,
                     state,
                     at,
                     ended,
-                } => self.on_job_finished(job, state, at, ended),
-                _ => {}
+                } => {
+                    if ended.is_some_and(|e| !e.reported) {
+                        self.stats.leases_revoked += 1;
+                    }
+                    self.on_job_finished(job, state, at, ended)
+                }
+                // The world itself emits these (GPU use), for the checker alone.
+                HistoryEvent::Started { .. } | HistoryEvent::Stopped { .. } => {}
             }
         }
         history.clear();
@@ -401,6 +474,7 @@ impl World {
         ended: Option<drover_engine::check::LeaseEnd>,
     ) {
         self.orphans.remove(&job);
+        self.revoked_at.remove(&job);
         let Some(sim) = self.jobs.remove(&job) else {
             return;
         };
@@ -450,6 +524,11 @@ impl World {
         self.redis.store.job_state(job).map(|s| s.name())
     }
 
+    /// Machines the store declared lost, over every reaper pass.
+    pub fn machines_declared_lost(&self) -> u64 {
+        u64::from(self.reaper.totals.machines_lost)
+    }
+
     pub fn events_taken(&self) -> u64 {
         self.trace.events
     }
@@ -457,5 +536,21 @@ impl World {
     /// Jobs the producers got accepted (each counted once, however often resubmitted).
     pub fn jobs_accepted(&self) -> u64 {
         self.producer.accepted
+    }
+
+    /// The same, per workload.
+    pub fn jobs_accepted_per_workload(&self) -> &[u64] {
+        &self.producer.accepted_per_workload
+    }
+
+    /// Jobs still live at the end, per workload.
+    pub fn in_flight_per_workload(&self) -> Vec<u64> {
+        let mut counts = vec![0; self.scenario.workloads.len()];
+        for (job, _) in self.checker.live() {
+            if let Some(sim) = self.jobs.get(&job) {
+                counts[sim.workload as usize] += 1;
+            }
+        }
+        counts
     }
 }

@@ -27,13 +27,14 @@ pub struct Producer {
     refused: VecDeque<Submission>,
     retry_scheduled: bool,
     next_logical: u64,
-    /// Jobs accepted by the store at least once.
+    /// Jobs accepted by the store at least once, in all and per workload.
     pub accepted: u64,
+    pub accepted_per_workload: Vec<u64>,
     pub rejected_invalid: u64,
 }
 
 impl Producer {
-    pub fn new(faults: &[ActiveFault], persistence: Persistence) -> Producer {
+    pub fn new(faults: &[ActiveFault], persistence: Persistence, workloads: usize) -> Producer {
         let restarts = faults
             .iter()
             .any(|f| matches!(f.spec.kind, FaultKind::RedisRestart { .. }));
@@ -44,6 +45,7 @@ impl Producer {
             retry_scheduled: false,
             next_logical: 0,
             accepted: 0,
+            accepted_per_workload: vec![0; workloads],
             rejected_invalid: 0,
         }
     }
@@ -151,15 +153,16 @@ impl World {
                     };
                     self.jobs.insert(job, sim);
                 }
-                if self.producer.reconcile {
-                    let first = self
+                // A resubmission after a lossy restart is the same job, counted once.
+                let first = !self.producer.reconcile
+                    || self
                         .producer
                         .outstanding
                         .insert(submission.logical, submission)
                         .is_none();
-                    self.producer.accepted += first as u64;
-                } else {
+                if first {
                     self.producer.accepted += 1;
+                    self.producer.accepted_per_workload[submission.workload as usize] += 1;
                 }
             }
             Err(Refusal::Full { .. }) => {
