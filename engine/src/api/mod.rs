@@ -25,6 +25,7 @@ pub mod exposition;
 pub mod jobs;
 pub mod metrics;
 pub mod observer;
+pub mod tls;
 pub mod views;
 
 use crate::core::EngineConfig;
@@ -161,15 +162,19 @@ async fn count_request<S: SharedStore>(
     response
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with the job observer (and the
-/// reaper, when `reap`) running beside it.
-pub async fn serve<S: SharedStore>(
-    listener: tokio::net::TcpListener,
+/// Serves the API on `listener` (a `tokio::net::TcpListener`, or a `tls::TlsListener`) until
+/// `shutdown` resolves, with the job observer (and the reaper, when `reap`) running beside it.
+pub async fn serve<S: SharedStore, L>(
+    listener: L,
     state: ApiState<S>,
     observe_every: Duration,
     reap: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let limit = state.config.limits.max_list;
     let observer = tokio::spawn(observer::run_observer(
         state.store.clone(),

@@ -29,6 +29,12 @@ pub(crate) struct ApiArgs {
     /// Do not run a reaper inside the API process.
     #[arg(long)]
     pub(crate) no_reaper: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,13 +124,25 @@ async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) 
     if options.token.is_none() {
         tracing::warn!("no --token: the API is open to anyone who can reach it");
     }
+    // Read before binding: a bad certificate fails the start, not the first client.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let state = ApiState::new(Metered::new(store), Arc::new(config), options);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, reaper = !args.no_reaper, "API serving");
+    let (listen, reap) = (listener.local_addr()?, !args.no_reaper);
+    tracing::info!(%listen, reaper = reap, tls = tls.is_some(), "API serving");
     let every = Duration::from_secs(5);
-    api::serve(listener, state, every, !args.no_reaper, shutdown_signal()).await?;
+    match tls {
+        Some(config) => {
+            let listener = api::tls::TlsListener::new(listener, config)?;
+            api::serve(listener, state, every, reap, shutdown_signal()).await?
+        }
+        None => api::serve(listener, state, every, reap, shutdown_signal()).await?,
+    }
     Ok(())
 }
 
