@@ -2,6 +2,8 @@
 //! all on short timers so that every test ends in seconds.
 #![allow(dead_code)]
 
+pub mod promql;
+
 use drover_engine::agent::Agent;
 use drover_engine::api::client::{ApiClient, ClientOptions};
 use drover_engine::api::{self, ApiOptions, ApiState};
