@@ -2,6 +2,9 @@
 //! all on short timers so that every test ends in seconds.
 #![allow(dead_code)]
 
+// A path, not a bare `mod`: this file is also a test crate of its own (cargo compiles every
+// tests/*.rs), where a bare `mod promql` would look for tests/promql.rs.
+#[path = "api_support/promql.rs"]
 pub mod promql;
 
 use drover_engine::agent::Agent;

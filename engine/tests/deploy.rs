@@ -25,6 +25,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+const LIMIT: Duration = Duration::from_secs(20);
+
 #[test]
 fn every_yaml_file_parses() {
     let files = yaml_files();
@@ -325,6 +327,53 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         .iter()
         .filter(|q| q.contains("drover_job_wait_seconds"));
     assert!(waits.clone().count() >= 2 && waits.into_iter().all(|q| q.contains("class")));
+}
+
+/// Polls `read` until it contains `line`, or panics after 20 s with what it last read.
+async fn wait_for_line(line: &str, read: impl Fn() -> String) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = read();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < until, "{line} never showed in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn gpu_utilisation_follows_the_gpus_running_attempts_hold() {
+    use api_support::*;
+    let api = local_api().await;
+    let agent = start_agent(
+        api.store.clone(),
+        fast_config(),
+        machine("g1", 4),
+        Duration::from_secs(5),
+    );
+    let body = serde_json::json!({"kind": "sleep", "payload": {"seconds": 1.0},
+                                  "requirements": {"gpus": 3}});
+    let (_, reply) = api.client.post("/v1/jobs", &body).await.unwrap();
+    let id = reply["id"].as_str().unwrap();
+    let render = || drover_engine::api::agent_metrics::render(&agent.snapshot.borrow());
+    wait_job(&api.client, id, LIMIT, state_is("leased")).await;
+    wait_for_line("drover_agent_gpus_busy 3", render).await;
+    assert!(render().lines().any(|l| l == "drover_agent_gpus 4"));
+    let (_, metrics) = api.client.get("/metrics").await.unwrap();
+    let text = metrics.as_str().unwrap();
+    for line in [
+        "drover_gpus{state=\"ready\"} 4",
+        "drover_gpus{state=\"lost\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    wait_job(&api.client, id, LIMIT, state_is("succeeded")).await;
+    wait_for_line("drover_agent_gpus_busy 0", render).await;
+    agent.task.abort();
 }
 
 /// A child process killed when the test ends, its output in a log file.
