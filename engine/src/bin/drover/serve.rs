@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::ServerConfig;
 
 #[derive(Args)]
 pub(crate) struct ApiArgs {
@@ -73,8 +74,13 @@ pub(crate) struct AgentArgs {
 /// `drover api`.
 pub(crate) async fn api(args: ApiArgs) -> Result<()> {
     let config = load_config_file(args.store.config.as_deref())?.engine;
+    // Before Redis: a bad certificate fails the start at once, not after a connection.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
-    run_api(store, config, args).await
+    run_api(store, config, args, tls).await
 }
 
 /// `drover agent`.
@@ -116,7 +122,12 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) -> Result<()> {
+async fn run_api<S: SharedStore>(
+    store: S,
+    config: EngineConfig,
+    args: ApiArgs,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<()> {
     let options = ApiOptions {
         token: args.token.filter(|t| !t.is_empty()),
         ..ApiOptions::default()
@@ -124,11 +135,6 @@ async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) 
     if options.token.is_none() {
         tracing::warn!("no --token: the API is open to anyone who can reach it");
     }
-    // Read before binding: a bad certificate fails the start, not the first client.
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
-        _ => None,
-    };
     let state = ApiState::new(Metered::new(store), Arc::new(config), options);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
