@@ -2,9 +2,14 @@
 //! all on short timers so that every test ends in seconds.
 #![allow(dead_code)]
 
+// A path, not a bare `mod`: this file is also a test crate of its own (cargo compiles every
+// tests/*.rs), where a bare `mod promql` would look for tests/promql.rs.
+#[path = "api_support/promql.rs"]
+pub mod promql;
+
 use axum::http::{Method, StatusCode};
 use drover_engine::agent::Agent;
-use drover_engine::api::client::ApiClient;
+use drover_engine::api::client::{ApiClient, ClientOptions};
 use drover_engine::api::{self, ApiOptions, ApiState};
 use drover_engine::core::{EngineConfig, MachineSpec, ModelSet, Span, Time};
 use drover_engine::executor::Executors;
@@ -12,6 +17,7 @@ use drover_engine::runtime::{
     AgentDriver, AgentSnapshot, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
 };
 use http_body_util::BodyExt;
+use drover_engine::testing::TlsFiles;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,19 +64,53 @@ impl<S: SharedStore> Drop for TestApi<S> {
 }
 
 pub async fn start_api<S: SharedStore>(store: S, config: EngineConfig) -> TestApi<S> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let client = ApiClient::new(&base, Some(TOKEN.into())).unwrap();
+    launch(store, config, listener, base, client)
+}
+
+/// The API over HTTPS with `files`' server certificate; its client trusts `files`' CA.
+pub async fn start_tls_api<S: SharedStore>(
+    store: S,
+    config: EngineConfig,
+    files: &TlsFiles,
+) -> TestApi<S> {
+    let tls = api::tls::server_config(&files.cert, &files.key).expect("test certificate");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let options = ClientOptions {
+        ca_cert: Some(files.ca_cert.clone()),
+    };
+    let client = ApiClient::with_options(&base, Some(TOKEN.into()), &options).unwrap();
+    let listener = api::tls::TlsListener::new(listener, tls).unwrap();
+    launch(store, config, listener, base, client)
+}
+
+fn launch<S: SharedStore, L>(
+    store: S,
+    config: EngineConfig,
+    listener: L,
+    base: String,
+    client: ApiClient,
+) -> TestApi<S>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let options = ApiOptions {
         token: Some(TOKEN.into()),
         ..ApiOptions::default()
     };
     let state = ApiState::new(Metered::new(store.clone()), Arc::new(config), options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stopped.await;
     };
     let task = tokio::spawn(api::serve(listener, state.clone(), true, shutdown));
-    let client = ApiClient::new(&base, Some(TOKEN.into())).unwrap();
     TestApi {
         base,
         client,

@@ -8,9 +8,8 @@ use drover_engine::redis::{ConnectOptions, RedisStore};
 use drover_engine::runtime::{SharedStore, StoreError};
 use drover_engine::store::conformance::job;
 use drover_engine::store::{Reply, Request};
-use drover_engine::testing::redis::TlsFiles;
+use drover_engine::testing::make_test_certs;
 use drover_engine::testing::RedisServer;
-use std::path::Path;
 use std::process::Command;
 
 async fn submit_works(store: &RedisStore) {
@@ -56,84 +55,6 @@ async fn acl_users_need_the_right_password() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A CA and a server certificate for 127.0.0.1, or `None` without openssl.
-fn make_certs(dir: &Path) -> Option<TlsFiles> {
-    let ok = openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=drover-test-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    ) && openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ) && std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .is_ok()
-        && openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-    ok.then(|| TlsFiles {
-        ca_cert: dir.join("ca.crt"),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    })
-}
-
 fn redis_has_tls() -> bool {
     // A build with TLS complains about the missing key file; one without rejects the option.
     let port = drover_engine::testing::redis::free_port().to_string();
@@ -157,7 +78,7 @@ async fn tls_with_a_private_ca() {
     let dir = std::env::temp_dir().join(format!("drover-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let Some(files) = make_certs(&dir) else {
+    let Some(files) = make_test_certs(&dir) else {
         eprintln!("SKIPPED: no working openssl CLI to make test certificates");
         return;
     };

@@ -178,6 +178,11 @@ impl Agent {
         &self.spec
     }
 
+    /// GPUs held by the attempts running now (each attempt holds its job's `gpus`).
+    pub fn used_gpus(&self) -> u32 {
+        self.used_gpus
+    }
+
     pub fn running(&self) -> impl Iterator<Item = (JobId, Token)> + '_ {
         self.running.iter().map(|(&job, r)| (job, r.token))
     }

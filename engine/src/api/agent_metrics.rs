@@ -107,5 +107,23 @@ pub fn render(s: &AgentSnapshot) -> String {
             *n as f64,
         );
     }
+    gpu_metrics(&mut e, s);
     e.finish()
+}
+
+/// GPU utilisation is `sum(drover_agent_gpus_busy) / sum(drover_agent_gpus)` over agents:
+/// each agent knows exactly what its attempts hold, which the store's listings do not say.
+fn gpu_metrics(e: &mut Exposition, s: &AgentSnapshot) {
+    e.single(
+        "drover_agent_gpus",
+        "gauge",
+        "GPUs this machine offers.",
+        s.gpus as f64,
+    );
+    e.single(
+        "drover_agent_gpus_busy",
+        "gauge",
+        "GPUs held by the attempts running now.",
+        s.gpus_busy as f64,
+    );
 }

@@ -29,6 +29,7 @@ pub async fn metrics<S: SharedStore>(State(state): State<ApiState<S>>) -> impl I
     );
     if let Some(stats) = &stats {
         store_metrics(&mut e, stats);
+        fleet_gpus(&mut e, &state).await;
     }
     local_metrics(&mut e, &state);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], e.finish())
@@ -231,4 +232,32 @@ fn store_requests<S: SharedStore>(e: &mut Exposition, state: &ApiState<S>) {
     }
     let help = "Store requests from this process that got no answer (Redis errors).";
     e.single("drover_store_errors_total", "counter", help, errors as f64);
+}
+
+/// GPUs of registered machines by machine state, from one `ListMachines` per scrape (at most
+/// `limits.max_list` machines): the fleet's capacity, beside the agents' own busy GPUs.
+async fn fleet_gpus<S: SharedStore>(e: &mut Exposition, state: &ApiState<S>) {
+    let limit = state.config.limits.max_list;
+    let machines = match state.call(Request::ListMachines { limit }).await {
+        Ok(Reply::Machines(machines)) => machines,
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "ListMachines answered with another reply");
+            return;
+        }
+        // Counted in drover_store_requests_total{outcome="error"}; the family is left out.
+        Err(e) => {
+            tracing::debug!(error = %e.message, "no machine list for drover_gpus");
+            return;
+        }
+    };
+    let mut by_state: std::collections::BTreeMap<&str, u64> =
+        ["ready", "lost", "gone"].map(|s| (s, 0)).into();
+    for machine in &machines {
+        *by_state.entry(machine.state).or_default() += u64::from(machine.gpus);
+    }
+    let help = "GPUs of registered machines, by machine state (up to limits.max_list machines).";
+    e.family("drover_gpus", "gauge", help);
+    for (machine_state, gpus) in by_state {
+        e.sample("drover_gpus", &[("state", machine_state)], gpus as f64);
+    }
 }

@@ -26,6 +26,7 @@ pub mod feed;
 pub mod jobs;
 pub mod metrics;
 pub mod observer;
+pub mod tls;
 pub mod views;
 
 use crate::core::EngineConfig;
@@ -164,14 +165,19 @@ async fn count_request<S: SharedStore>(
     response
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with its journal reader (the
-/// histograms and event streams) and, when `reap`, the reaper running beside it.
-pub async fn serve<S: SharedStore>(
-    listener: tokio::net::TcpListener,
+/// Serves the API on `listener` (a `tokio::net::TcpListener`, or a `tls::TlsListener`) until
+/// `shutdown` resolves, with its journal reader (the histograms and event streams) and, when
+/// `reap`, the reaper running beside it.
+pub async fn serve<S: SharedStore, L>(
+    listener: L,
     state: ApiState<S>,
     reap: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let feed = tokio::spawn(feed::run_feed(
         state.store.clone(),
         state.observed.clone(),

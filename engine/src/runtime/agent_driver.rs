@@ -65,6 +65,9 @@ pub struct AgentSnapshot {
     pub registrations_refused: u64,
     /// Why the store refuses to register this machine, while it does.
     pub registration_refused: Option<String>,
+    /// GPUs this machine offers, and those its running attempts hold.
+    pub gpus: u32,
+    pub gpus_busy: u32,
 }
 
 /// How the driver ended.
@@ -510,6 +513,8 @@ impl<S: SharedStore> AgentDriver<S> {
         let link = self.agent.link();
         self.stats.machine = self.agent.machine();
         self.stats.running = self.tasks.len();
+        self.stats.gpus = self.agent.spec().gpus;
+        self.stats.gpus_busy = self.agent.used_gpus();
         self.stats.outbox = self.agent.outbox_len();
         self.stats.breaker_open = !matches!(
             link.breaker(),

@@ -2,17 +2,34 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use drover_engine::api::client::ApiClient;
+use drover_engine::api::client::{ApiClient, ClientOptions};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Args)]
 pub(crate) struct ClientArgs {
-    /// http://HOST:PORT of the API.
+    /// http://HOST:PORT or https://HOST:PORT of the API.
     #[arg(long)]
     pub(crate) api: String,
     #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// PEM CA certificate(s) to trust for https:// besides the public roots (a private CA).
+    #[arg(long, env = "DROVER_CA_CERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Result<ApiClient> {
+        let options = ClientOptions {
+            ca_cert: self.ca_cert.clone(),
+        };
+        Ok(ApiClient::with_options(
+            &self.api,
+            self.token.clone(),
+            &options,
+        )?)
+    }
 }
 
 #[derive(Args)]
@@ -57,7 +74,7 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> Result<()> {
-    let client = ApiClient::new(&args.client.api, args.client.token.clone())?;
+    let client = args.client.client()?;
     let payload: Option<Value> = match &args.payload {
         None => None,
         Some(text) => Some(serde_json::from_str(text).context("--payload is not JSON")?),
@@ -111,7 +128,7 @@ async fn wait_for(client: &ApiClient, id: &str) -> Result<()> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> Result<()> {
-    let client = ApiClient::new(&args.client.api, args.client.token.clone())?;
+    let client = args.client.client()?;
     let path = match &args.job_id {
         Some(id) => format!("/v1/jobs/{id}"),
         None => "/v1/stats".to_string(),

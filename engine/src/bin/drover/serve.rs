@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::ServerConfig;
 
 #[derive(Args)]
 pub(crate) struct ApiArgs {
@@ -29,6 +30,12 @@ pub(crate) struct ApiArgs {
     /// Do not run a reaper inside the API process.
     #[arg(long)]
     pub(crate) no_reaper: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -67,8 +74,13 @@ pub(crate) struct AgentArgs {
 /// `drover api`.
 pub(crate) async fn api(args: ApiArgs) -> Result<()> {
     let config = load_config_file(args.store.config.as_deref())?.engine;
+    // Before Redis: a bad certificate fails the start at once, not after a connection.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
-    run_api(store, config, args).await
+    run_api(store, config, args, tls).await
 }
 
 /// `drover agent`.
@@ -110,7 +122,12 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) -> Result<()> {
+async fn run_api<S: SharedStore>(
+    store: S,
+    config: EngineConfig,
+    args: ApiArgs,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<()> {
     let options = ApiOptions {
         token: args.token.filter(|t| !t.is_empty()),
         ..ApiOptions::default()
@@ -122,8 +139,15 @@ async fn run_api<S: SharedStore>(store: S, config: EngineConfig, args: ApiArgs) 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, reaper = !args.no_reaper, "API serving");
-    api::serve(listener, state, !args.no_reaper, shutdown_signal()).await?;
+    let (listen, reap) = (listener.local_addr()?, !args.no_reaper);
+    tracing::info!(%listen, reaper = reap, tls = tls.is_some(), "API serving");
+    match tls {
+        Some(config) => {
+            let listener = api::tls::TlsListener::new(listener, config)?;
+            api::serve(listener, state, reap, shutdown_signal()).await?
+        }
+        None => api::serve(listener, state, reap, shutdown_signal()).await?,
+    }
     Ok(())
 }
 
