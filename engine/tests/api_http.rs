@@ -248,7 +248,14 @@ async fn the_event_stream_follows_the_journal_and_resumes_after_last_event_id() 
     let events = reader.await.unwrap();
     assert_eq!(
         names(&events),
-        ["state", "leased", "progress", "succeeded", "result", "state"],
+        [
+            "state",
+            "leased",
+            "progress",
+            "succeeded",
+            "result",
+            "state"
+        ],
         "{events:?}"
     );
     assert_eq!(events[0].data["state"], "queued");

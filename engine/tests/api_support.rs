@@ -16,8 +16,8 @@ use drover_engine::executor::Executors;
 use drover_engine::runtime::{
     AgentDriver, AgentSnapshot, DriverExit, DriverOptions, LocalStore, Metered, SharedStore,
 };
-use http_body_util::BodyExt;
 use drover_engine::testing::TlsFiles;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

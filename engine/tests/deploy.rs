@@ -255,10 +255,7 @@ const DASHBOARD_TOPICS: [(&str, &str); 11] = [
     ("retries", "drover_job_retries_total"),
     ("dead letters", "drover_dead_letters_total"),
     ("machines by state", "drover_machines"),
-    (
-        "machines lost per hour",
-        "drover_reaper_machines_lost_total",
-    ),
+    ("machines lost per hour", "drover_journal_events_total"),
     ("GPU utilisation", "drover_agent_gpus_busy"),
     ("cost per job", "drover_cost_per_job_dollars"),
     ("Redis errors", "drover_store_errors_total"),

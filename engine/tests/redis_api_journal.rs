@@ -36,7 +36,14 @@ async fn event_streams_and_histograms_come_from_the_redis_journal() {
     let events = reader.await.unwrap();
     assert_eq!(
         names(&events),
-        ["state", "leased", "progress", "succeeded", "result", "state"],
+        [
+            "state",
+            "leased",
+            "progress",
+            "succeeded",
+            "result",
+            "state"
+        ],
         "{events:?}"
     );
     for id in &ids {
@@ -46,7 +53,10 @@ async fn event_streams_and_histograms_come_from_the_redis_journal() {
     // Resuming after the lease replays the rest from the stream.
     let after = events[1].id.clone().expect("journal events carry their id");
     let resumed = read_events(&api.client, &ids[2], &[("last-event-id", &after)]).await;
-    assert_eq!(names(&resumed), ["state", "progress", "succeeded", "result"]);
+    assert_eq!(
+        names(&resumed),
+        ["state", "progress", "succeeded", "result"]
+    );
 
     // Histograms: the three jobs' waits and runs, the same on a replica started afterwards.
     let replica = start_api(store.clone(), config).await;

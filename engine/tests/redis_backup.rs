@@ -185,6 +185,7 @@ async fn run_once(
         job,
         token: grants[0].1,
         outcome,
+        result: None,
     };
     match apply(store, complete).await {
         Reply::Recorded { state } => state,
@@ -727,6 +728,7 @@ async fn run_many(store: &RedisStore, n: usize, keep_leased: usize) {
                 job,
                 token,
                 outcome: Outcome::Succeeded,
+                result: None,
             })
             .collect();
         held += grants.len() - completes.len();
