@@ -5,6 +5,10 @@
 //! layout, a key the server refuses and a target that is not empty are refused, and leave the
 //! target as it was.
 
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{drover, raw};
+
 mod api_support;
 
 use api_support::start_agent;
@@ -20,7 +24,6 @@ use drover_engine::store::{Reply, Request};
 use drover_engine::testing::redis::RedisServer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,21 +54,6 @@ fn temp_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("drover-backup-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join(name)
-}
-
-/// Runs the built `drover` binary: exit code, stdout, stderr.
-fn drover(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .expect("run drover");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn backup_cli(server: &RedisServer, ns: &str, file: &Path) -> serde_json::Value {
@@ -105,18 +93,6 @@ async fn reader(server: &RedisServer, ns: &str) -> RedisStore {
     RedisStore::connect_with(&server.url, ns, config(), options)
         .await
         .expect("connect")
-}
-
-fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
-    let mut con = redis::Client::open(server.url.as_str())
-        .expect("url")
-        .get_connection()
-        .expect("connection");
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(&mut con).expect("command")
 }
 
 fn int(value: redis::Value) -> i64 {

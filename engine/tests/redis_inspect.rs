@@ -2,6 +2,10 @@
 //! and the namespace decoder (`RedisStore::dump`) reporting keys that do not add up. Needs
 //! `redis-server` on PATH (each test starts its own on a free port).
 
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{drover, raw};
+
 use drover_engine::core::{EngineConfig, Failure, JobId, MachineId, Outcome};
 use drover_engine::redis::libraries::{self, ANNOUNCE_KEY};
 use drover_engine::redis::RedisStore;
@@ -10,35 +14,6 @@ use drover_engine::store::conformance::{job_with, machine, offer};
 use drover_engine::store::{Reply, Request};
 use drover_engine::testing::redis::RedisServer;
 use serde_json::Value;
-use std::process::Command;
-
-fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
-    let mut con = redis::Client::open(server.url.as_str())
-        .expect("url")
-        .get_connection()
-        .expect("connection");
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(&mut con).expect("command")
-}
-
-/// Runs the built `drover` binary: exit code, stdout, stderr.
-fn drover(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(args)
-        // An error is one line, as an operator sees it (anyhow adds a backtrace with these).
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .output()
-        .expect("run drover");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `drover ARGS --redis URL --namespace NS`, which must succeed: its stdout.
 fn inspect(server: &RedisServer, ns: &str, args: &[&str]) -> String {

@@ -1,6 +1,10 @@
 //! The store's Redis Function library: loaded again when a server has lost it, and its caches
 //! of classes never outliving the namespace's data.
 
+#[path = "support/cli.rs"]
+mod cli;
+use cli::raw;
+
 use drover_engine::core::EngineConfig;
 use drover_engine::redis::{RedisStore, DATA_LAYOUT};
 use drover_engine::runtime::SharedStore;
@@ -39,18 +43,6 @@ async fn first_claim(store: &RedisStore, gpus: u32) -> Vec<Grant> {
 async fn claim_gpus(store: &RedisStore, gpus: u32) -> Vec<u32> {
     let grants = first_claim(store, gpus).await;
     grants.iter().map(|g| g.spec.requirements.gpus).collect()
-}
-
-fn raw(server: &RedisServer, args: &[&str]) -> redis::Value {
-    let mut con = redis::Client::open(server.url.as_str())
-        .expect("url")
-        .get_connection()
-        .expect("connection");
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(&mut con).expect("command")
 }
 
 #[tokio::test]
