@@ -19,7 +19,7 @@ use drover_engine::core::{EngineConfig, ModelSet, Time};
 use drover_engine::executor::{CommandTemplate, Executors};
 use drover_engine::redis::RedisStore;
 use drover_engine::runtime::model_cache::layout::{entry_name, EVICTED_PREFIX, PART_PREFIX};
-use drover_engine::runtime::model_cache::{CacheEvent, ModelSource};
+use drover_engine::runtime::model_cache::{CacheEvent, FetchError, ModelError, ModelSource};
 use drover_engine::runtime::{
     AgentDriver, DriverOptions, LocalStore, SharedStore, Workspace, WorkspaceConfig,
 };
@@ -138,13 +138,29 @@ fn catalog_config(models: &[&str]) -> EngineConfig {
     config
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory, removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("drover-cache-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn workspace_config(
@@ -216,9 +232,12 @@ impl CacheAgent {
     }
 }
 
-/// Fetches `models` into a workspace at `ws` and closes it, as a previous run would have.
-async fn prewarm(ws: &WorkspaceConfig, config: &EngineConfig, models: &[&str]) {
-    let (workspace, _) = Workspace::open(ws, config).unwrap();
+/// Makes `models` ready in `workspace`, as an attempt would before it runs.
+async fn fetch_models(
+    workspace: &Workspace,
+    config: &EngineConfig,
+    models: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, ModelError> {
     let set = models.iter().fold(ModelSet::EMPTY, |set, m| {
         set.with(config.model_id(m).unwrap())
     });
@@ -229,12 +248,13 @@ async fn prewarm(ws: &WorkspaceConfig, config: &EngineConfig, models: &[&str]) {
         drover_engine::core::Token(0),
         progress,
     );
-    let paths = workspace
-        .cache()
-        .acquire(set, &events)
-        .wait(&sink)
-        .await
-        .unwrap();
+    workspace.cache().acquire(set, &events).wait(&sink).await
+}
+
+/// Fetches `models` into a workspace at `ws` and closes it, as a previous run would have.
+async fn prewarm(ws: &WorkspaceConfig, config: &EngineConfig, models: &[&str]) {
+    let (workspace, _) = Workspace::open(ws, config).unwrap();
+    let paths = fetch_models(&workspace, config, models).await.unwrap();
     assert_eq!(paths.len(), models.len());
 }
 
@@ -593,10 +613,10 @@ fn user_namespaces_work() -> bool {
     let probe = temp_dir("probe");
     let status = std::process::Command::new("unshare")
         .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs \"$0\""])
-        .arg(&probe)
+        .arg(&*probe)
         .stderr(std::process::Stdio::null())
         .status();
-    let _ = std::fs::remove_dir_all(&probe);
+    drop(probe);
     status.is_ok_and(|s| s.success())
 }
 
@@ -689,7 +709,6 @@ async fn a_really_full_disk_fails_the_attempt_as_disk_full_and_the_retry_runs_el
         .collect();
     assert_eq!(failed, vec!["disk_full"], "a resource failure, not a crash");
     assert_eq!(server.requests("m"), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The agent's config file: the fast engine config with its catalog, and `m` at `url`.
@@ -701,4 +720,70 @@ fn write_agent_config(path: &Path, config: &EngineConfig, url: &str) {
     let mut text = toml::to_string(&File { engine: config }).unwrap();
     text.push_str(&format!("\n[models.m]\nurl = \"{url}\"\n"));
     std::fs::write(path, text).unwrap();
+}
+
+fn command(argv: &[&str], sha256: Option<String>) -> ModelSource {
+    ModelSource {
+        url: None,
+        command: Some(argv.iter().map(|s| s.to_string()).collect()),
+        sha256,
+        timeout: None,
+    }
+}
+
+#[tokio::test]
+async fn fetch_commands_write_files_or_directories_and_their_failures_are_told_apart() {
+    let sh = |script: &str| command(&["/bin/sh", "-c", script, "sh", "{dest}"], None);
+    let sources = BTreeMap::from([
+        (
+            "file".to_string(),
+            ModelSource {
+                sha256: Some(sha256(b"weights")),
+                ..sh("printf weights > \"$1\"")
+            },
+        ),
+        (
+            "tree".to_string(),
+            sh("mkdir -p \"$1/sub\" && printf w > \"$1/sub/w\""),
+        ),
+        (
+            "full".to_string(),
+            sh("echo 'write: No space left on device' >&2; exit 1"),
+        ),
+        (
+            "nothing".to_string(),
+            command(&["/bin/true", "{dest}"], None),
+        ),
+    ]);
+    let config = catalog_config(&["file", "tree", "full", "nothing"]);
+    let dir = temp_dir("command");
+    let (workspace, _) = Workspace::open(&workspace_config(&dir, 10, &sources), &config).unwrap();
+    let paths = fetch_models(&workspace, &config, &["file", "tree"])
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&paths["file"]).unwrap(), b"weights");
+    assert_eq!(std::fs::read(paths["tree"].join("sub/w")).unwrap(), b"w");
+    let full = fetch_models(&workspace, &config, &["full"])
+        .await
+        .unwrap_err();
+    assert!(matches!(full.error, FetchError::DiskFull(_)), "{full}");
+    assert_eq!(
+        full.outcome(),
+        drover_engine::core::Outcome::Failed(drover_engine::core::Failure::DiskFull)
+    );
+    let nothing = fetch_models(&workspace, &config, &["nothing"])
+        .await
+        .unwrap_err();
+    assert!(matches!(nothing.error, FetchError::Command(_)), "{nothing}");
+    // Only the two verified models are left; the failures' partial paths are gone.
+    let mut want = vec![
+        entry_name("file", &sources["file"]),
+        entry_name("tree", &sources["tree"]),
+    ];
+    want.sort();
+    assert_eq!(entries(&dir.join("models")), want);
+    let stats = workspace.stats();
+    assert_eq!((stats.fetches, stats.cached_models), (4, 2));
+    assert_eq!(stats.failures.get("disk_full"), Some(&1));
+    assert_eq!(stats.failures.get("command"), Some(&1));
 }

@@ -8,8 +8,8 @@ use super::error::{FetchError, ModelError};
 use super::fetch::{fetch, install, FetchSpec, PartPath};
 use super::layout::{entry_name, scan, EVICTED_PREFIX, PART_PREFIX};
 use super::source::ModelSource;
+use super::wait::{Acquired, FetchProgress};
 use crate::core::{EngineConfig, ModelId, ModelSet};
-use crate::executor::ProgressSink;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
-/// How often an attempt waiting for its models reports their download as its progress.
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// A connection that cannot be made in this long fails the try.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A download that receives nothing for this long fails the try.
@@ -53,14 +51,6 @@ pub enum CacheEvent {
     },
     /// Creating an attempt's scratch directory met a full disk.
     ScratchFull,
-}
-
-/// A fetch's progress, watched by the attempts waiting for it.
-#[derive(Clone, Debug, Default)]
-struct FetchProgress {
-    done: u64,
-    total: u64,
-    result: Option<Result<(), FetchError>>,
 }
 
 /// A model this agent knows how to fetch.
@@ -189,7 +179,7 @@ impl DiskCache {
                 continue;
             }
             state.stats.misses += 1;
-            let progress = match (state.inflight.get(&model), path) {
+            let (progress, path) = match (state.inflight.get(&model), path) {
                 (Some(fetch), Some(path)) => (fetch.progress.clone(), path),
                 (None, Some(path)) => (self.start_fetch(&mut state, model, events), path),
                 (_, None) => {
@@ -201,7 +191,7 @@ impl DiskCache {
                     continue;
                 }
             };
-            acquired.waits.push((name, progress.1, progress.0));
+            acquired.waits.push((name, path, progress));
         }
         acquired
     }
@@ -215,7 +205,16 @@ impl DiskCache {
         state.stats.fetches += 1;
         state.generation += 1;
         let generation = state.generation;
-        let (tx, rx) = watch::channel(FetchProgress::default());
+        // Until the server says, the catalog size is what is expected.
+        let expected = self
+            .inner
+            .known
+            .get(&model)
+            .map_or(0, |k| k.size_gb as u64 * GIB);
+        let (tx, rx) = watch::channel(FetchProgress {
+            total: expected,
+            ..FetchProgress::default()
+        });
         let inner = self.inner.clone();
         let events = events.clone();
         let task = tokio::spawn(async move {
@@ -364,75 +363,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// The models of one attempt: ready, being fetched, or impossible.
-#[derive(Default)]
-pub struct Acquired {
-    ready: Vec<(String, PathBuf)>,
-    waits: Vec<(String, PathBuf, watch::Receiver<FetchProgress>)>,
-    failed: Option<ModelError>,
-}
-
-impl Acquired {
-    /// Waits for every fetch, reporting their progress as the attempt's; the models' paths
-    /// by name, or the first model that could not be had.
-    pub async fn wait(
-        self,
-        progress: &ProgressSink,
-    ) -> Result<BTreeMap<String, PathBuf>, ModelError> {
-        if let Some(failed) = self.failed {
-            return Err(failed);
-        }
-        let ends = self
-            .waits
-            .iter()
-            .map(|(name, _, rx)| fetch_end(name.clone(), rx.clone()));
-        let ends = futures_util::future::join_all(ends);
-        tokio::pin!(ends);
-        let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        let results = loop {
-            tokio::select! {
-                results = &mut ends => break results,
-                _ = tick.tick() => report(&self.waits, progress),
-            }
-        };
-        let mut paths: BTreeMap<String, PathBuf> = self.ready.into_iter().collect();
-        for ((name, path, _), result) in self.waits.into_iter().zip(results) {
-            result?;
-            paths.insert(name, path);
-        }
-        Ok(paths)
-    }
-}
-
-async fn fetch_end(name: String, mut rx: watch::Receiver<FetchProgress>) -> Result<(), ModelError> {
-    let result = match rx.wait_for(|p| p.result.is_some()).await {
-        Ok(progress) => progress
-            .result
-            .clone()
-            .unwrap_or(Err(FetchError::Abandoned)),
-        Err(_) => Err(FetchError::Abandoned),
-    };
-    result.map_err(|error| ModelError { model: name, error })
-}
-
-/// "fetching models: sdxl 1.2 of 6.5 GiB", as a percentage of all the bytes awaited.
-fn report(waits: &[(String, PathBuf, watch::Receiver<FetchProgress>)], progress: &ProgressSink) {
-    let (mut done, mut total) = (0u64, 0u64);
-    let mut parts = Vec::new();
-    for (name, _, rx) in waits {
-        let p = rx.borrow().clone();
-        done += p.done;
-        total += p.total.max(p.done);
-        parts.push(format!(
-            "{name} {:.2} of {:.2} GiB",
-            p.done as f64 / GIB as f64,
-            p.total as f64 / GIB as f64
-        ));
-    }
-    let percent = (done * 100).checked_div(total).unwrap_or(0).min(99) as u8;
-    progress.report(percent, format!("fetching models: {}", parts.join(", ")));
 }
 
 fn known_models(

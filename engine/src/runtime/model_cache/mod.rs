@@ -18,11 +18,13 @@ pub mod fetch;
 pub mod layout;
 pub mod scratch;
 pub mod source;
+pub mod wait;
 
-pub use cache::{Acquired, CacheEvent, DiskCache, ModelCacheStats, OpenError};
+pub use cache::{CacheEvent, DiskCache, ModelCacheStats, OpenError};
 pub use error::{FetchError, ModelError};
 pub use scratch::{ScratchDir, ScratchRoot};
 pub use source::{validate_sources, ModelSource, SourceError};
+pub use wait::Acquired;
 
 use crate::core::{EngineConfig, JobId, JobSpec, ModelId, ModelSet, Outcome};
 use crate::executor::ProgressSink;
