@@ -787,3 +787,41 @@ async fn fetch_commands_write_files_or_directories_and_their_failures_are_told_a
     assert_eq!(stats.failures.get("disk_full"), Some(&1));
     assert_eq!(stats.failures.get("command"), Some(&1));
 }
+
+/// A 1 GiB model streamed from memory, fetched into the cache (hashed, written, flushed,
+/// renamed): prints the rate. A measurement, not a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --release --test model_cache -- --ignored --nocapture"]
+async fn fetch_throughput() {
+    static CHUNK: [u8; 1 << 20] = [7; 1 << 20];
+    const CHUNKS: usize = 1024;
+    let body = || {
+        let chunks = (0..CHUNKS).map(|_| Ok::<_, std::convert::Infallible>(&CHUNK[..]));
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    };
+    let router = Router::new().route("/models/big", get(move || async move { body() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/models/big", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let source = ModelSource {
+        url: Some(url),
+        command: None,
+        sha256: None,
+        timeout: None,
+    };
+    let sources = BTreeMap::from([("big".to_string(), source)]);
+    let config = catalog_config(&["big"]);
+    let dir = temp_dir("throughput");
+    let (workspace, _) = Workspace::open(&workspace_config(&dir, 10, &sources), &config).unwrap();
+    let started = Instant::now();
+    let paths = fetch_models(&workspace, &config, &["big"]).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&paths["big"]).unwrap().len();
+    assert_eq!(bytes, (CHUNKS << 20) as u64);
+    println!(
+        "fetched {} MiB in {seconds:.2} s: {:.0} MiB/s",
+        bytes >> 20,
+        (bytes >> 20) as f64 / seconds
+    );
+    server.abort();
+}
