@@ -57,6 +57,8 @@ fn spawn_agent(url: &str, namespace: &str, name: &str, dir: &std::path::Path) ->
         ])
         .arg("--config")
         .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.join(format!("{name}-state")))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

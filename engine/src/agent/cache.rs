@@ -53,6 +53,11 @@ impl ModelCache {
         }
     }
 
+    /// Forgets `model` whatever its pins: it is not on disk after all (its fetch failed).
+    pub fn remove(&mut self, model: ModelId) -> bool {
+        self.entries.remove(&model).is_some()
+    }
+
     pub fn unpin(&mut self, models: ModelSet, now: Time) {
         for model in models.iter() {
             if let Some(entry) = self.entries.get_mut(&model) {
@@ -62,13 +67,13 @@ impl ModelCache {
         }
     }
 
-    /// Evicts unpinned models until `needed_gb` more are free or nothing is left to evict.
-    /// Returns the evicted models and the GB they freed.
-    pub fn evict_for(&mut self, needed_gb: u32) -> (Vec<ModelId>, u32) {
+    /// Evicts unpinned models other than `keep` until `needed_gb` more are free or nothing
+    /// is left to evict. Returns the evicted models and the GB they freed.
+    pub fn evict_for(&mut self, needed_gb: u32, keep: ModelSet) -> (Vec<ModelId>, u32) {
         let mut victims: Vec<(Time, std::cmp::Reverse<u32>, ModelId)> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.pins == 0)
+            .filter(|(&m, e)| e.pins == 0 && !keep.contains(m))
             .map(|(&m, e)| (e.last_used, std::cmp::Reverse(e.size_gb), m))
             .collect();
         victims.sort_unstable();
@@ -97,11 +102,25 @@ mod tests {
         cache.insert(ModelId(2), 30, Time(0));
         cache.insert(ModelId(3), 40, Time(5));
         cache.pin(ModelSet::EMPTY.with(ModelId(2)), Time(6));
-        let (evicted, freed) = cache.evict_for(22);
+        let (evicted, freed) = cache.evict_for(22, ModelSet::EMPTY);
         assert_eq!(evicted, vec![ModelId(1), ModelId(0)]);
         assert_eq!(freed, 25);
-        let (evicted, _) = cache.evict_for(1000);
+        let (evicted, _) = cache.evict_for(1000, ModelSet::EMPTY);
         assert_eq!(evicted, vec![ModelId(3)], "the pinned model stays");
         assert_eq!(cache.models(), ModelSet::EMPTY.with(ModelId(2)));
+    }
+
+    #[test]
+    fn kept_models_are_not_evicted_and_removal_ignores_pins() {
+        let mut cache = ModelCache::default();
+        cache.insert(ModelId(0), 5, Time(0));
+        cache.insert(ModelId(1), 5, Time(1));
+        let keep = ModelSet::EMPTY.with(ModelId(0));
+        let (evicted, freed) = cache.evict_for(10, keep);
+        assert_eq!((evicted, freed), (vec![ModelId(1)], 5));
+        cache.pin(keep, Time(2));
+        assert!(cache.remove(ModelId(0)));
+        assert!(!cache.remove(ModelId(0)));
+        assert_eq!(cache.used_gb(), 0);
     }
 }

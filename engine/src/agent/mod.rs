@@ -50,6 +50,9 @@ pub enum Input {
     GpuMemory { usable_gb: u32 },
     /// Disk taken by something other than Drover, as measured.
     ForeignDisk { gb: u32 },
+    /// A model the agent counts as cached is not on disk after all (its fetch failed): it
+    /// leaves the cache, and claims stop advertising it.
+    ModelGone { model: ModelId },
     /// Stop claiming, finish what runs, deregister (SIGTERM, or a disk that cannot recover).
     Drain,
 }
@@ -103,6 +106,9 @@ pub struct AgentStats {
     pub registrations: u64,
     pub evictions: u64,
     pub store_faults: u64,
+    /// Grants failed as `DiskFull` because the disk could not hold the job's models and
+    /// scratch space, even after evicting.
+    pub disk_refusals: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -256,10 +262,13 @@ impl Agent {
             }
             Input::ForeignDisk { gb } => {
                 self.foreign_disk_gb = gb;
-                self.make_disk_room(0);
+                self.make_disk_room(0, ModelSet::EMPTY);
                 if self.free_disk_gb() <= 0 {
                     self.draining = true;
                 }
+            }
+            Input::ModelGone { model } => {
+                self.cache.remove(model);
             }
             Input::Drain => self.draining = true,
         }
@@ -452,7 +461,9 @@ impl Agent {
         }
         let download = req.models.minus(self.cache.models());
         let need = req.disk_gb + self.config.download_gb(download);
-        if !self.make_disk_room(need) {
+        // The job's own cached models stay: evicting one to make room would leave it short.
+        if !self.make_disk_room(need, req.models) {
+            self.stats.disk_refusals += 1;
             let outcome = Outcome::Failed(Failure::DiskFull);
             self.outbox.push_back(Request::Complete {
                 job: grant.job,
@@ -513,11 +524,12 @@ impl Agent {
             - self.cache.used_gb() as i64
     }
 
-    /// Evicts cached models until `need` GB are free; false if that is not possible.
-    fn make_disk_room(&mut self, need: u32) -> bool {
+    /// Evicts cached models other than `keep` until `need` GB are free; false if that is not
+    /// possible.
+    fn make_disk_room(&mut self, need: u32, keep: ModelSet) -> bool {
         let short = need as i64 - self.free_disk_gb();
         if short > 0 {
-            let (evicted, _) = self.cache.evict_for(short as u32);
+            let (evicted, _) = self.cache.evict_for(short as u32, keep);
             self.stats.evictions += evicted.len() as u64;
             self.actions
                 .extend(evicted.into_iter().map(|model| Action::Evicted { model }));

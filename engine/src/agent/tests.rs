@@ -317,3 +317,143 @@ fn a_fault_is_reported_once_and_not_resent_as_if_lost() {
     let (_, again) = next_send(&mut agent).expect("it tries again after the backoff");
     assert_eq!(again.kind(), "register");
 }
+
+fn catalog(sizes: &[(&str, u32)]) -> EngineConfig {
+    let mut config = config();
+    config.models = sizes
+        .iter()
+        .map(|&(name, size_gb)| crate::core::config::CatalogModel {
+            name: name.into(),
+            size_gb,
+        })
+        .collect();
+    config
+}
+
+fn submit_needing(store: &mut MemStore, now: Time, models: ModelSet) -> JobId {
+    let requirements = Requirements {
+        gpus: 1,
+        models,
+        ..Default::default()
+    };
+    let spec = JobSpec::new("sleep", Arc::new(requirements));
+    match store.apply(now, Request::Submit(Box::new(spec))) {
+        Ok(Reply::Submitted { job, .. }) => job,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The offer of the first claim among `actions`' sends.
+fn claimed_offer(agent: &mut Agent) -> Option<Offer> {
+    fn offer_in(request: &Request) -> Option<Offer> {
+        match request {
+            Request::Claim { offer, .. } => Some(*offer),
+            Request::Batch(requests) => requests.iter().find_map(offer_in),
+            _ => None,
+        }
+    }
+    std::iter::from_fn(|| agent.poll_action()).find_map(|action| match action {
+        Action::Send { request, .. } => offer_in(&request),
+        _ => None,
+    })
+}
+
+#[test]
+fn making_room_for_a_job_never_evicts_the_models_it_needs() {
+    let config = Arc::new(catalog(&[("a", 30), ("b", 30), ("c", 50)]));
+    let mut store = MemStore::new((*config).clone());
+    let (a, b, c) = (ModelId(0), ModelId(1), ModelId(2));
+    let job = submit_needing(&mut store, Time(0), ModelSet::EMPTY.with(a).with(c));
+    let cached = ModelSet::EMPTY.with(a).with(b);
+    let mut agent = Agent::new(config.clone(), spec(1), cached, 1, Time(0));
+    let actions = pump(&mut agent, &mut store, Time(0), true);
+    // 40 GB free, c needs 50: one of the equally old a and b must go, and a is the job's.
+    assert!(
+        actions.contains(&Action::Evicted { model: b }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions.contains(&Action::Evicted { model: a }),
+        "{actions:?}"
+    );
+    let download = actions.iter().find_map(|action| match action {
+        Action::Start {
+            job: started,
+            download,
+            ..
+        } if *started == job => Some(*download),
+        _ => None,
+    });
+    assert_eq!(download, Some(ModelSet::EMPTY.with(c)));
+    assert_eq!(agent.stats.disk_refusals, 0);
+}
+
+#[test]
+fn a_model_whose_fetch_failed_is_no_longer_advertised() {
+    let config = Arc::new(catalog(&[("a", 10)]));
+    let mut store = MemStore::new((*config).clone());
+    let a = ModelId(0);
+    let job = submit_needing(&mut store, Time(0), ModelSet::EMPTY.with(a));
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, Time(0));
+    let actions = pump(&mut agent, &mut store, Time(0), true);
+    assert_eq!(started(&actions), vec![job]);
+    agent.take_in(Time(1), Input::ModelGone { model: a });
+    let outcome = Outcome::Failed(Failure::DiskFull);
+    let finished = Input::JobFinished {
+        job,
+        outcome,
+        result: None,
+    };
+    agent.handle(Time(1), finished);
+    let offer = claimed_offer(&mut agent).expect("a free machine claims");
+    assert_eq!(offer.cached, ModelSet::EMPTY, "{offer:?}");
+    assert_eq!(offer.free_disk_gb, 100, "the model's space is free again");
+}
+
+#[test]
+fn a_grant_whose_models_cannot_fit_fails_as_disk_full_and_is_counted() {
+    let config = Arc::new(catalog(&[("a", 60)]));
+    let mut store = MemStore::new((*config).clone());
+    let mut agent = Agent::new(config.clone(), spec(1), ModelSet::EMPTY, 1, Time(0));
+    pump(&mut agent, &mut store, Time(0), true);
+    agent.handle(Time(1), Input::Wake);
+    let (id, request) = next_send(&mut agent).expect("a woken agent claims");
+    assert!(matches!(request, Request::Claim { .. }), "{request:?}");
+    // The disk fills while the claim is on its way: the grant made on the older offer no
+    // longer fits, and the agent fails it as a full disk rather than overfill.
+    agent.take_in(Time(1), Input::ForeignDisk { gb: 50 });
+    let requirements = Requirements {
+        gpus: 1,
+        models: ModelSet::EMPTY.with(ModelId(0)),
+        ..Default::default()
+    };
+    let grant = Grant {
+        job: JobId(7),
+        token: Token(1),
+        attempt: 1,
+        deadline: Time(1_000_000_000),
+        spec: Arc::new(JobSpec::new("sleep", Arc::new(requirements))),
+    };
+    let result = Ok(Reply::Claimed {
+        grants: vec![grant],
+        idle: false,
+    });
+    agent.handle(Time(1), Input::Reply { id, result });
+    let mut outcome = None;
+    while let Some(action) = agent.poll_action() {
+        assert!(!matches!(action, Action::Start { .. }), "{action:?}");
+        if let Action::Send { request, .. } = action {
+            outcome = outcome.or(complete_in(&request));
+        }
+    }
+    assert_eq!(outcome, Some(Outcome::Failed(Failure::DiskFull)));
+    assert_eq!(agent.stats.disk_refusals, 1);
+}
+
+fn complete_in(request: &Request) -> Option<Outcome> {
+    match request {
+        Request::Complete { outcome, .. } => Some(outcome.clone()),
+        Request::Batch(requests) => requests.iter().find_map(complete_in),
+        _ => None,
+    }
+}

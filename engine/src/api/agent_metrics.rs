@@ -1,8 +1,9 @@
 //! An agent's own `/metrics` (`drover agent --metrics-listen`): its breaker, running attempts,
-//! outbox and store errors. The breaker lives in each agent, so this is where it is watched.
+//! outbox, store errors and model cache. The breaker lives in each agent, so this is where it is watched.
 
 use super::exposition::Exposition;
 use super::metrics::CONTENT_TYPE;
+use crate::runtime::model_cache::ModelCacheStats;
 use crate::runtime::AgentSnapshot;
 use axum::http::header;
 use axum::routing::get;
@@ -108,6 +109,7 @@ pub fn render(s: &AgentSnapshot) -> String {
         );
     }
     gpu_metrics(&mut e, s);
+    render_models(&mut e, &s.models);
     e.finish()
 }
 
@@ -126,4 +128,60 @@ fn gpu_metrics(e: &mut Exposition, s: &AgentSnapshot) {
         "GPUs held by the attempts running now.",
         s.gpus_busy as f64,
     );
+}
+
+/// The model cache (`runtime::model_cache`).
+fn render_models(e: &mut Exposition, m: &ModelCacheStats) {
+    let (g, c) = ("gauge", "counter");
+    let counters = [
+        (
+            "drover_agent_model_cache_hits_total",
+            "Models an attempt needed that were on disk.",
+            m.hits,
+        ),
+        (
+            "drover_agent_model_cache_misses_total",
+            "Models an attempt needed that were fetched or being fetched.",
+            m.misses,
+        ),
+        (
+            "drover_agent_model_fetches_total",
+            "Model fetches started (one per model however many attempts wait).",
+            m.fetches,
+        ),
+        (
+            "drover_agent_model_bytes_downloaded_total",
+            "Bytes of models received over HTTP.",
+            m.bytes_downloaded,
+        ),
+        (
+            "drover_agent_model_evictions_total",
+            "Models removed from the cache to make room.",
+            m.evictions,
+        ),
+    ];
+    for (name, help, value) in counters {
+        e.single(name, c, help, value as f64);
+    }
+    e.single(
+        "drover_agent_model_cached",
+        g,
+        "Models in the cache now.",
+        m.cached_models as f64,
+    );
+    e.single(
+        "drover_agent_model_cache_bytes",
+        g,
+        "Disk the cached models take.",
+        m.cached_bytes as f64,
+    );
+    let failures = "drover_agent_model_fetch_failures_total";
+    e.family(
+        failures,
+        c,
+        "Model fetches that failed, by reason (budget: the disk budget could not hold the job's models).",
+    );
+    for (reason, n) in &m.failures {
+        e.sample(failures, &[("reason", reason)], *n as f64);
+    }
 }

@@ -10,7 +10,9 @@
 //! and no shell runs, so a payload can never name the program or add arguments. A placeholder
 //! the payload lacks fails the job for good; a non-zero exit fails the attempt (retryable)
 //! with the tail of stderr. Lines `DROVER_PROGRESS <percent> <message>` on stdout are
-//! reported as progress. The process is killed when the attempt is stopped.
+//! reported as progress. The process is killed when the attempt is stopped. Its environment
+//! holds `DROVER_JOB_ID`, `DROVER_ATTEMPT`, `DROVER_SCRATCH` (when the job asks for `disk_gb`)
+//! and `DROVER_MODEL_<NAME>` per model (`JobContext::workspace_env`).
 
 use super::{fatal, retryable, Attempt, Executor, JobContext, ProgressSink};
 use crate::core::Outcome;
@@ -126,6 +128,7 @@ async fn run(template: &CommandTemplate, args: Vec<String>, ctx: &JobContext) ->
         .env("DROVER_JOB_ID", ctx.job.to_string())
         .env("DROVER_ATTEMPT", ctx.attempt.to_string())
         .env("DROVER_RESULT", &result_file.path)
+        .envs(ctx.workspace_env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,7 +12,9 @@ pub mod sleep;
 
 use crate::core::{Failure, JobId, JobResult, JobSpec, Outcome, Token};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -36,6 +38,34 @@ pub struct JobContext {
     pub progress: ProgressSink,
     /// Where a succeeded attempt leaves what it returns.
     pub result: ResultSlot,
+    /// The job's models on this machine's disk, by catalog name (fetched before it runs).
+    pub models: BTreeMap<String, PathBuf>,
+    /// The attempt's scratch directory, when the job asks for `disk_gb`; removed when the
+    /// attempt ends.
+    pub scratch: Option<PathBuf>,
+}
+
+impl JobContext {
+    /// What a process learns of its disk: `DROVER_SCRATCH`, and `DROVER_MODEL_<NAME>` for
+    /// each model (the name upper-cased, anything but letters and digits as `_`: `sdxl-1.0`
+    /// is `DROVER_MODEL_SDXL_1_0`).
+    pub fn workspace_env(&self) -> Vec<(String, OsString)> {
+        let models = self.models.iter().map(|(name, path)| {
+            let key: String = name
+                .chars()
+                .map(|c| match c.is_ascii_alphanumeric() {
+                    true => c.to_ascii_uppercase(),
+                    false => '_',
+                })
+                .collect();
+            (format!("DROVER_MODEL_{key}"), path.clone().into_os_string())
+        });
+        let scratch = self
+            .scratch
+            .iter()
+            .map(|path| ("DROVER_SCRATCH".to_string(), path.clone().into_os_string()));
+        scratch.chain(models).collect()
+    }
 }
 
 /// Where an executor leaves what a succeeded attempt returned: JSON text. The driver takes it

@@ -6,14 +6,20 @@
 //! `StoreError` is simply a missing reply: the agent's link times the request out, backs off
 //! and opens its breaker, and keeps outcomes in its outbox until the store is back.
 //!
+//! With a `Workspace` (`with_workspace`), an attempt's models are fetched into the cache and its
+//! scratch directory made before it runs, models the agent evicts are deleted, and what the
+//! disk does (a fetch that failed, a disk that proved full) is fed back to the agent, so that
+//! its view of the cache, which its claims advertise, stays the disk's.
+//!
 //! Progress goes to the store on the side, best-effort, one report in flight and the latest per
 //! job kept: it is advisory (each report supersedes the last), so it must never delay an
 //! outcome, heartbeat or claim in the agent's single-request link nor count toward its breaker.
 
 use super::clock::MonoClock;
+use super::model_cache::{CacheEvent, FetchError, ModelCacheStats, Preparation, Workspace};
 use super::store::{SharedStore, StoreError};
 use crate::agent::{Action, Agent, Input};
-use crate::core::{EngineConfig, JobId, JobResult, MachineId, Outcome, Token};
+use crate::core::{EngineConfig, JobId, JobResult, JobSpec, MachineId, ModelId, Outcome, Token};
 use crate::executor::{
     check_result, fatal, Executors, JobContext, ProgressReport, ProgressSink, ResultSlot,
 };
@@ -68,6 +74,8 @@ pub struct AgentSnapshot {
     /// GPUs this machine offers, and those its running attempts hold.
     pub gpus: u32,
     pub gpus_busy: u32,
+    /// The model cache's counters (zero without a workspace).
+    pub models: ModelCacheStats,
 }
 
 /// How the driver ended.
@@ -115,6 +123,8 @@ pub struct AgentDriver<S> {
     stats: AgentSnapshot,
     drain_deadline: Option<Instant>,
     left: bool,
+    workspace: Option<Workspace>,
+    cache_events: Chan<CacheEvent>,
 }
 
 impl<S: SharedStore> AgentDriver<S> {
@@ -148,7 +158,30 @@ impl<S: SharedStore> AgentDriver<S> {
             stats: AgentSnapshot::default(),
             drain_deadline: None,
             left: false,
+            workspace: None,
+            cache_events: mpsc::channel(64),
         }
+    }
+
+    /// Runs attempts with `workspace`'s models and scratch directories. The agent must have
+    /// been created with the models `Workspace::open` found on disk. Disk the budget counts
+    /// but the filesystem does not have free is handed to the agent as foreign, at once.
+    pub fn with_workspace(mut self, workspace: Workspace) -> AgentDriver<S> {
+        match workspace.foreign_disk_gb(false) {
+            Ok(0) => {}
+            Ok(gb) => {
+                tracing::warn!(
+                    foreign_gb = gb,
+                    dir = %workspace.cache().dir().display(),
+                    "the cache's filesystem has less free than the disk budget: the rest counts as used"
+                );
+                self.agent
+                    .handle(self.clock.now(), Input::ForeignDisk { gb });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot measure the cache's filesystem"),
+        }
+        self.workspace = Some(workspace);
+        self
     }
 
     /// Follows the driver's state: machine id, running attempts, breaker.
@@ -181,6 +214,7 @@ impl<S: SharedStore> AgentDriver<S> {
                 Some(first) = self.finished.1.recv() => self.gather_finished(vec![first]).await,
                 Some(report) = self.progress.1.recv() => self.on_progress(report),
                 Some(woken) = self.wakes.1.recv() => self.on_wake(woken),
+                Some(event) = self.cache_events.1.recv() => self.on_cache_event(event),
                 _ = tokio::time::sleep_until(timer.into()) => {
                     self.agent.on_timeout(self.clock.now());
                 }
@@ -422,7 +456,7 @@ impl<S: SharedStore> AgentDriver<S> {
                     self.start(job, token, attempt, spec);
                 }
                 Action::Stop { job } => self.stop(job),
-                Action::Evicted { model } => tracing::info!(model = model.0, "evicted model"),
+                Action::Evicted { model } => self.evict(model),
                 Action::Left => {
                     self.left = true;
                     tracing::info!(machine = %self.machine_name(), "deregistered");
@@ -455,19 +489,26 @@ impl<S: SharedStore> AgentDriver<S> {
         });
     }
 
-    fn start(&mut self, job: JobId, token: Token, attempt: u32, spec: Arc<crate::core::JobSpec>) {
+    fn start(&mut self, job: JobId, token: Token, attempt: u32, spec: Arc<JobSpec>) {
         let machine = self.agent.machine().unwrap_or(MachineId(0));
         let span = tracing::info_span!("job", machine = %machine, job = %job, attempt);
         span.in_scope(|| tracing::info!(kind = %spec.kind, "attempt started"));
+        // Now, not in the attempt's task: a second attempt started next shares the fetch.
+        let preparation = self
+            .workspace
+            .as_ref()
+            .map(|workspace| workspace.prepare(job, attempt, &spec, &self.cache_events.0));
         let ctx = JobContext {
             job,
             attempt,
             spec,
             progress: ProgressSink::new(job, token, self.progress.0.clone()),
             result: ResultSlot::default(),
+            models: Default::default(),
+            scratch: None,
         };
         let result = ctx.result.clone();
-        let attempt_future = self.executors.run(ctx);
+        let attempt_future = run_attempt(self.executors.clone(), ctx, preparation);
         let tx = self.finished.0.clone();
         let handle = tokio::spawn(
             async move {
@@ -497,6 +538,56 @@ impl<S: SharedStore> AgentDriver<S> {
         }
     }
 
+    /// The agent evicted `model`: its files go.
+    fn evict(&mut self, model: ModelId) {
+        match &self.workspace {
+            Some(workspace) => {
+                tracing::info!(model = %workspace.cache().name(model), "evicting model");
+                workspace.evict(model);
+            }
+            None => tracing::info!(model = model.0, "evicted model"),
+        }
+    }
+
+    /// A fetch ended, or the disk proved full: the agent learns what the disk now holds.
+    fn on_cache_event(&mut self, event: CacheEvent) {
+        let Some(workspace) = self.workspace.clone() else {
+            return;
+        };
+        let now = self.clock.now();
+        let full = match event {
+            CacheEvent::Fetched { model, result } => {
+                // Another fetch of it may have started since; only a model neither on disk
+                // nor on its way leaves the agent's view.
+                if result.is_err() && !workspace.cache().holds(model) {
+                    self.agent.handle(now, Input::ModelGone { model });
+                }
+                matches!(result, Err(FetchError::DiskFull(_)))
+            }
+            CacheEvent::ScratchFull => true,
+        };
+        if full {
+            self.disk_proved_full(&workspace);
+        }
+    }
+
+    /// A write met a full disk: whatever the budget counts as free but the disk does not
+    /// have is someone else's, so the agent evicts to make up for it, or drains if it cannot.
+    fn disk_proved_full(&mut self, workspace: &Workspace) {
+        match workspace.foreign_disk_gb(true) {
+            Ok(gb) => {
+                tracing::warn!(
+                    foreign_gb = gb,
+                    dir = %workspace.cache().dir().display(),
+                    "the disk is full: counting space held by others, evicting to make room"
+                );
+                self.agent
+                    .handle(self.clock.now(), Input::ForeignDisk { gb });
+            }
+            Err(e) => tracing::warn!(error = %e, "the disk is full and cannot be measured"),
+        }
+    }
+
     fn on_progress(&mut self, report: ProgressReport) {
         let live = self
             .tasks
@@ -522,6 +613,13 @@ impl<S: SharedStore> AgentDriver<S> {
         );
         self.stats.breaker_opened = link.breaker_opened();
         self.stats.link_failures = link.failures;
+        if let Some(workspace) = &self.workspace {
+            self.stats.models = workspace.stats();
+            let refused = self.agent.stats.disk_refusals;
+            if refused > 0 {
+                self.stats.models.failures.insert("budget", refused);
+            }
+        }
         self.snapshot.send_replace(self.stats.clone());
     }
 
@@ -554,6 +652,34 @@ impl<S: SharedStore> AgentDriver<S> {
             released: running.len(),
         }
     }
+}
+
+/// One attempt: its models and scratch directory first (when the agent has a workspace), then
+/// its executor. The scratch directory is dropped with this future, so it goes when the
+/// attempt ends, is stopped or is aborted.
+async fn run_attempt(
+    executors: Arc<Executors>,
+    mut ctx: JobContext,
+    preparation: Option<Preparation>,
+) -> Outcome {
+    let prepared = match preparation {
+        None => Default::default(),
+        Some(preparation) => match preparation.ready(&ctx.progress).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::warn!(error = %e, "attempt cannot run here");
+                return e.outcome();
+            }
+        },
+    };
+    ctx.models = prepared.models.clone();
+    ctx.scratch = prepared
+        .scratch
+        .as_ref()
+        .map(|dir| dir.path().to_path_buf());
+    let outcome = executors.run(ctx).await;
+    drop(prepared);
+    outcome
 }
 
 /// Progress waiting to be sent: the latest report per job, one request in flight.

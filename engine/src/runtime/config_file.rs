@@ -14,11 +14,14 @@
 //! [kinds.render]
 //! program = "/usr/bin/render"
 //! args = ["{input}"]
+//! [models.sdxl]         # where a model of the engine's catalog comes from (model_cache)
+//! url = "https://models.example.com/sdxl.safetensors"
 //! ```
 //!
 //! A file with engine settings at the top level (the shape `drover api --config` once read) is
 //! refused with the file, line and key, and the advice to move them under `[engine]`.
 
+use super::model_cache::{validate_sources, ModelSource, SourceError};
 use crate::core::labels::Labels;
 use crate::core::{EngineConfig, Span};
 use crate::executor::CommandTemplate;
@@ -44,6 +47,8 @@ pub struct ConfigFile {
     pub kinds: BTreeMap<String, CommandTemplate>,
     /// How long an agent's drain lets running jobs finish before releasing them ("5m").
     pub drain_grace: Option<Span>,
+    /// Where the agent fetches each model of the engine's catalog from, by name.
+    pub models: BTreeMap<String, ModelSource>,
 }
 
 /// A configuration file that cannot be used: the file, where (when known), the field, why.
@@ -114,6 +119,10 @@ impl ConfigFile {
             let offset = engine_key_offset(tree, e.field);
             at(offset, format!("engine.{}", e.field), e.reason)
         })?;
+        validate_sources(&parsed.models, &parsed.engine).map_err(|e| {
+            let offset = model_source_offset(tree, &e);
+            at(offset, e.path(), e.message)
+        })?;
         Ok(parsed)
     }
 }
@@ -132,7 +141,13 @@ fn top_level_engine_settings(tree: &DeTable<'_>, text: &str) -> Option<(usize, S
     let names = engine_setting_names();
     let mut found: Vec<(usize, String)> = tree
         .iter()
-        .filter(|(key, _)| names.iter().any(|n| n.as_str() == key.get_ref().as_ref()))
+        .filter(|(key, value)| {
+            let name = key.get_ref().as_ref();
+            // A table of models is the agent's `[models.NAME]` sources; the engine's catalog
+            // at the top level would be an array (`[[models]]`).
+            let sources = name == "models" && matches!(value.get_ref(), DeValue::Table(_));
+            !sources && names.iter().any(|n| n.as_str() == name)
+        })
         .map(|(key, _)| (key.span().start, key.get_ref().to_string()))
         .collect();
     found.sort();
@@ -161,6 +176,22 @@ fn engine_key_offset(tree: &DeTable<'_>, field: &str) -> Option<usize> {
         }
     }
     Some(engine_key.span().start)
+}
+
+/// Where `models.<model>.<field>` is written (its key), or the deepest part of it that is.
+fn model_source_offset(tree: &DeTable<'_>, error: &SourceError) -> Option<usize> {
+    let (models_key, models) = entry(tree, "models")?;
+    let DeValue::Table(models) = models.get_ref() else {
+        return Some(models_key.span().start);
+    };
+    let Some((model_key, model)) = entry(models, &error.model) else {
+        return Some(models_key.span().start);
+    };
+    let field = match (model.get_ref(), error.field) {
+        (DeValue::Table(fields), Some(field)) => entry(fields, field),
+        _ => None,
+    };
+    Some(field.map_or(model_key.span().start, |(key, _)| key.span().start))
 }
 
 type Entry<'a, 'i> = (
@@ -284,6 +315,43 @@ args = ["{input}"]
         let error = ConfigFile::parse("f.toml", "[engine\n").unwrap_err();
         assert_eq!(error.field, "toml", "{error}");
         assert_eq!(error.position.map(|p| p.0), Some(1), "{error}");
+    }
+
+    const CATALOG: &str = "[[engine.models]]\nname = \"sdxl\"\nsize_gb = 7\n";
+
+    #[test]
+    fn model_sources_sit_beside_the_catalog() {
+        let text = format!(
+            "{CATALOG}[models.sdxl]\nurl = \"https://example.com/sdxl\"\nsha256 = \"{}\"\n",
+            "0f".repeat(32)
+        );
+        let file = ConfigFile::parse("agent.toml", &text).unwrap();
+        let source = &file.models["sdxl"];
+        assert_eq!(source.url.as_deref(), Some("https://example.com/sdxl"));
+        assert_eq!(source.sha256(), Some("0f".repeat(32)));
+    }
+
+    #[test]
+    fn a_model_source_the_catalog_lacks_or_cannot_fetch_is_located() {
+        let text = format!("{CATALOG}\n[models.sdlx]\nurl = \"https://example.com/x\"\n");
+        let error = ConfigFile::parse("agent.toml", &text).unwrap_err();
+        assert_eq!(error.field, "models.sdlx", "{error}");
+        assert_eq!(error.position, Some((5, 9)), "{error}");
+        assert!(error.message.contains("catalog"), "{error}");
+
+        let text = format!("{CATALOG}[models.sdxl]\nsha256 = \"00\"\nurl = \"s3://b/k\"\n");
+        let error = ConfigFile::parse("agent.toml", &text).unwrap_err();
+        assert_eq!(error.field, "models.sdxl.url", "{error}");
+        assert_eq!(error.position, Some((6, 1)), "{error}");
+
+        let text = format!("{CATALOG}[models.sdxl]\nurl = \"https://x/y\"\ncolor = 1\n");
+        let error = ConfigFile::parse("agent.toml", &text).unwrap_err();
+        assert_eq!(error.field, "models.sdxl.color", "{error}");
+
+        // The engine's catalog at the top level is still the old shape, refused as such.
+        let error = ConfigFile::parse("api.toml", "[[models]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(error.field, "models", "{error}");
+        assert!(error.message.contains("[engine]"), "{error}");
     }
 
     #[test]

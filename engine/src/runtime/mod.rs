@@ -5,6 +5,7 @@ pub mod agent_driver;
 pub mod clock;
 pub mod config_file;
 pub mod metered;
+pub mod model_cache;
 pub mod reaper_driver;
 pub mod store;
 
@@ -12,5 +13,6 @@ pub use agent_driver::{AgentDriver, AgentSnapshot, DriverExit, DriverOptions};
 pub use clock::MonoClock;
 pub use config_file::{ConfigFile, ConfigFileError};
 pub use metered::Metered;
+pub use model_cache::{Workspace, WorkspaceConfig};
 pub use reaper_driver::{run_reaper, ReaperTotals, SharedReaperTotals};
 pub use store::{LocalStore, SharedStore, StoreError};

@@ -5,10 +5,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use drover_engine::agent::Agent;
 use drover_engine::api::{self, ApiOptions, ApiState};
-use drover_engine::core::{EngineConfig, MachineSpec, ModelSet, Time};
+use drover_engine::core::{EngineConfig, MachineSpec, Time};
 use drover_engine::executor::Executors;
 use drover_engine::runtime::{
-    AgentDriver, ConfigFile, DriverExit, DriverOptions, Metered, SharedStore,
+    AgentDriver, ConfigFile, DriverExit, DriverOptions, Metered, SharedStore, Workspace,
+    WorkspaceConfig,
 };
 use drover_engine::store::mem::check_machine_spec;
 use drover_engine::store::Refusal;
@@ -58,12 +59,21 @@ pub(crate) struct AgentArgs {
     /// GPU model; by default, the first GPU's name.
     #[arg(long)]
     pub(crate) gpu_model: Option<String>,
+    /// Disk the agent may fill with cached models and jobs' scratch directories, in GiB.
     #[arg(long, default_value_t = 100)]
     pub(crate) disk_gb: u32,
+    /// Where the agent keeps its state: the model cache (`models/`) and scratch directories
+    /// (`scratch/`). Default: $XDG_STATE_HOME/drover, else ~/.local/state/drover, else
+    /// /var/lib/drover.
+    #[arg(long, env = "DROVER_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// The model cache's directory; default: `models/` in the state directory.
+    #[arg(long, env = "DROVER_CACHE_DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 0.0)]
     pub(crate) cost_per_hour: f64,
     /// Config file: [engine] (the namespace's engine knobs), and the agent's own [labels],
-    /// [kinds.NAME] command templates and drain_grace.
+    /// [kinds.NAME] command templates, [models.NAME] model sources and drain_grace.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
     /// Serve this agent's /metrics here.
@@ -195,13 +205,10 @@ async fn run_agent<S: SharedStore>(
     let gpus = spec.gpus;
     let config = Arc::new(file.engine.clone());
     let seed = std::process::id() as u64;
-    let agent = Agent::new(
-        config.clone(),
-        spec.clone(),
-        ModelSet::EMPTY,
-        seed,
-        Time::ZERO,
-    );
+    let workspace_config = workspace_config(&args, &file);
+    let (workspace, cached) = Workspace::open(&workspace_config, &config)
+        .context("opening the model cache and scratch directories")?;
+    let agent = Agent::new(config.clone(), spec.clone(), cached, seed, Time::ZERO);
     let mut executors = Executors::from_templates(&file.kinds);
     if !found.is_empty() {
         let ordinals = found
@@ -220,7 +227,8 @@ async fn run_agent<S: SharedStore>(
                 Duration::from_micros(s.as_micros())
             }),
     };
-    let driver = AgentDriver::new(store, agent, config, executors, options);
+    let driver =
+        AgentDriver::new(store, agent, config, executors, options).with_workspace(workspace);
     if let Some(addr) = args.metrics_listen {
         serve_agent_metrics(addr, driver.snapshot()).await?;
     }
@@ -243,6 +251,32 @@ async fn serve_agent_metrics(
     let router = api::agent_metrics::router(snapshot);
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(())
+}
+
+/// Where the cache and scratch directories are, and the disk budget.
+fn workspace_config(args: &AgentArgs, file: &ConfigFile) -> WorkspaceConfig {
+    let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    WorkspaceConfig {
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| state.join("models")),
+        scratch_dir: state.join("scratch"),
+        disk_gb: args.disk_gb,
+        sources: file.models.clone(),
+    }
+}
+
+/// $XDG_STATE_HOME/drover, else ~/.local/state/drover, else /var/lib/drover.
+fn default_state_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("drover");
+    }
+    match var("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/drover"),
+        None => PathBuf::from("/var/lib/drover"),
+    }
 }
 
 fn host_name() -> String {
