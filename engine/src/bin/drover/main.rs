@@ -46,6 +46,16 @@ enum Command {
     Submit(client::SubmitArgs),
     /// Show a job, or the scheduler's stats.
     Status(client::StatusArgs),
+    /// Cancel a job.
+    Cancel(client::CancelArgs),
+    /// List jobs, newest page by page, optionally in one state.
+    Jobs(client::JobsArgs),
+    /// List the registered machines.
+    Machines(client::ListArgs),
+    /// The scheduler's stats: queue depth per class, jobs by state, spend, cost per job.
+    Stats(client::ListArgs),
+    /// Follow a job's events until it ends; exit 0 only if it succeeded.
+    Watch(client::WatchArgs),
     /// List this machine's GPUs (through the CUDA driver), as JSON.
     Gpus,
     /// Read what a namespace holds in Redis: a job, a machine, the queues, the namespace.
@@ -97,6 +107,11 @@ async fn run(command: Command) -> Result<()> {
         Command::Admin(args) => admin::run(args.command).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
+        Command::Jobs(args) => client::jobs(args).await,
+        Command::Machines(args) => client::machines(args).await,
+        Command::Stats(args) => client::stats(args).await,
+        Command::Watch(args) => client::watch(args).await,
         Command::Inspect { what } => inspect::inspect(what).await,
         Command::Journal(inspect::JournalCommand::Export {
             redis,
