@@ -102,6 +102,17 @@ async fn jobs_cancel_machines_stats_and_watch() {
     let stats: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["totals"]["succeeded"], 1);
 
+    // submit --wait says why a job failed, in one line.
+    let (code, _, err) = run(
+        &api.base,
+        "submit",
+        &["sleep", "--payload", r#"{"seconds": "abc"}"#, "--wait"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    let last = err.trim().lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("ended dead: fatal: sleep payload"), "{err}");
+
     let (code, _, err) = run(&api.base, "watch", &["j999"]).await;
     assert_eq!(code, 1);
     assert!(

@@ -121,7 +121,10 @@ async fn wait_for(client: &ApiClient, id: &str) -> Result<()> {
             if state == "succeeded" {
                 return Ok(());
             }
-            bail!("job {id} ended {state}");
+            match error_text(&job) {
+                reason if reason.is_empty() => bail!("job {id} ended {state}"),
+                reason => bail!("job {id} ended {state}: {reason}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
