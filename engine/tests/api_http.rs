@@ -400,3 +400,38 @@ async fn metrics_show_the_queue_and_finished_jobs() {
     assert_eq!(from_journal(metrics.as_str().unwrap()), ours);
     agent.task.abort();
 }
+
+#[tokio::test]
+async fn a_submission_no_recent_machine_could_run_is_accepted_with_a_warning() {
+    let api = local_api().await;
+    let (status, reply) = api.client.post("/v1/jobs", &sleep_job(0.1)).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        reply["warnings"],
+        json!(["no machine seen in the last 10m: the job waits for one"])
+    );
+    let agent = start_agent(api.store.clone(), fast_config(), machine("w1", 1), LIMIT);
+    let until = std::time::Instant::now() + LIMIT;
+    let mut job = sleep_job(0.1);
+    job["requirements"] = json!({"gpus": 8});
+    loop {
+        let (status, reply) = api.client.post("/v1/jobs", &job).await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "accepted all the same");
+        let warning = reply["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if warning.contains("the largest has 1") {
+            assert_eq!(
+                warning,
+                "no machine seen in the last 10m has 8 GPUs; the largest has 1"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, reply) = api.client.post("/v1/jobs", &sleep_job(0.1)).await.unwrap();
+    assert_eq!(reply["warnings"], json!([]), "{reply}");
+    agent.task.abort();
+}

@@ -34,6 +34,7 @@ pub async fn submit<S: SharedStore>(
     };
     let spec = parsed.into_spec(header_key, &state.config)?;
     let spec = validate_spec(spec, &state.config)?;
+    let requirements = spec.requirements.clone();
     match state.call(Request::Submit(Box::new(spec))).await? {
         Reply::Submitted { job, created } => {
             let status = if created {
@@ -41,9 +42,36 @@ pub async fn submit<S: SharedStore>(
             } else {
                 StatusCode::OK
             };
-            Ok((status, Json(json!({"id": job.to_string()}))))
+            let warnings = submission_warnings(&state, &requirements).await;
+            let reply = json!({"id": job.to_string(), "warnings": warnings});
+            Ok((status, Json(reply)))
         }
         other => Err(unexpected(other)),
+    }
+}
+
+/// What the reply warns of (`warnings`): none when the machines cannot be listed, since the
+/// job is accepted either way.
+async fn submission_warnings<S: SharedStore>(
+    state: &ApiState<S>,
+    requirements: &crate::core::Requirements,
+) -> Vec<String> {
+    let limit = state.config.limits.max_list;
+    match state.call(Request::ListMachines { limit }).await {
+        Ok(Reply::Machines(machines)) => super::warnings::warnings(
+            requirements,
+            &machines,
+            crate::runtime::store::wall_clock(),
+            state.config.unworkable_after,
+        ),
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "ListMachines answered with another reply");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "no submission warnings: machines not listed");
+            Vec::new()
+        }
     }
 }
 

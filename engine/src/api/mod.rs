@@ -2,7 +2,7 @@
 //!
 //! | method and path              | what                                             |
 //! |------------------------------|--------------------------------------------------|
-//! | `POST /v1/jobs`              | submit; 201 `{"id"}`, 200 when the key existed   |
+//! | `POST /v1/jobs`              | submit; 201 `{"id", "warnings"}`, 200 if the key existed |
 //! | `GET /v1/jobs/{id}`          | one job                                          |
 //! | `POST /v1/jobs/{id}/cancel`  | cancel; 409 when already finished                |
 //! | `GET /v1/jobs?state=&limit=&after=` | jobs in id order, `next` for the next page |
@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod observer;
 pub mod tls;
 pub mod views;
+pub mod warnings;
 
 use crate::core::EngineConfig;
 use crate::runtime::{Metered, SharedReaperTotals, SharedStore};
