@@ -227,8 +227,9 @@ fn parse_progress(line: &str) -> Option<(u8, &str)> {
     Some((percent.trim().parse().ok()?, message.trim()))
 }
 
-/// Reads stderr to its end, keeping only the last `STDERR_TAIL_BYTES`.
-async fn stderr_tail(stderr: Option<impl AsyncRead + Unpin>) -> String {
+/// Reads stderr to its end, keeping only the last `STDERR_TAIL_BYTES` (for the attempt's
+/// error; the model cache's fetch commands use it too).
+pub(crate) async fn stderr_tail(stderr: Option<impl AsyncRead + Unpin>) -> String {
     let Some(mut stderr) = stderr else {
         return String::new();
     };

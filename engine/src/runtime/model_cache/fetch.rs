@@ -7,18 +7,17 @@ use super::disk::{remove_path, tree_size};
 use super::error::FetchError;
 use super::layout::hex;
 use super::source::{fill_command, Fetch, ModelSource};
+use crate::executor::command::stderr_tail;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Tries of one download when the network or the server fails (not for a wrong file).
 const DOWNLOAD_TRIES: u32 = 3;
 /// Pause before the second try; doubled before each later one.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// Bytes of a fetch command's stderr kept for the failure message.
-const STDERR_TAIL_BYTES: usize = 2048;
 
 /// Called as bytes arrive: (bytes just received, bytes so far in this try, expected total).
 pub type OnBytes<'a> = &'a (dyn Fn(u64, u64, Option<u64>) + Send + Sync);
@@ -299,21 +298,4 @@ fn sync_tree(path: &Path) -> std::io::Result<()> {
         std::fs::File::open(path)?.sync_all()?;
     }
     Ok(())
-}
-
-async fn stderr_tail(stderr: Option<tokio::process::ChildStderr>) -> String {
-    let Some(mut stderr) = stderr else {
-        return String::new();
-    };
-    let mut tail: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        tail.extend_from_slice(&chunk[..n]);
-        let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-        tail.drain(..excess);
-    }
-    String::from_utf8_lossy(&tail).into_owned()
 }
