@@ -191,6 +191,17 @@ pub fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
     move |job| job["state"] == state
 }
 
+/// The event stream of one sleep job watched from before it starts to its end (a run of
+/// progress events counts once: `names`).
+pub const ONE_JOB_STREAM: [&str; 6] = [
+    "state",
+    "leased",
+    "progress",
+    "succeeded",
+    "result",
+    "state",
+];
+
 /// One server-sent event: its type, id (if any) and data as JSON.
 #[derive(Debug)]
 pub struct Sse {
