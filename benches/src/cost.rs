@@ -55,6 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
         disk_gb: 100,
         labels: Default::default(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     };
     let Ok(Reply::Registered { machine }) = store.apply(Request::Register(Box::new(spec))).await?
     else {

@@ -197,6 +197,7 @@ async fn drover(url: &str, args: &Args, round: u32) -> Result<DroverResult> {
             disk_gb: 100,
             labels: Default::default(),
             cost_per_hour: 0.0,
+            kinds: Vec::new(),
         };
         let agent = Agent::new(config.clone(), spec, ModelSet::EMPTY, a as u64, Time::ZERO);
         let executors = Executors::default().with("noop", Noop);

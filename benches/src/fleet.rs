@@ -652,6 +652,7 @@ impl Shard {
             disk_gb: 100,
             labels: Default::default(),
             cost_per_hour: 0.0,
+            kinds: Vec::new(),
         };
         let seed = (u64::from(s.number) << 20) ^ u64::from(s.generation);
         Agent::new(self.shared.config.clone(), spec, ModelSet::EMPTY, seed, now)

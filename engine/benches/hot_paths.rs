@@ -23,6 +23,7 @@ fn machine() -> MachineSpec {
             .into_iter()
             .collect(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     }
 }
 

@@ -6,7 +6,8 @@ mod api_support;
 use api_support::*;
 use axum::http::{Method, StatusCode};
 use drover_engine::api::client::ApiClient;
-use drover_engine::core::MachineId;
+use drover_engine::core::{EngineConfig, MachineId, MachineSpec, Span};
+use drover_engine::runtime::LocalStore;
 use drover_engine::runtime::{SharedStore, StoreError};
 use drover_engine::store::journal::{EntryId, JournalEntry};
 use drover_engine::store::{Refusal, Reply, Request};
@@ -104,6 +105,16 @@ async fn invalid_submissions_are_refused_naming_the_field() {
             "timeout",
         ),
         (json!({"kind": ""}), unprocessable, "kind"),
+        (
+            json!({"kind": "sleep", "payload": {"seconds": "abc"}}),
+            unprocessable,
+            "payload.seconds",
+        ),
+        (
+            json!({"kind": "sleep", "payload": {"second": 1}}),
+            unprocessable,
+            "payload.second",
+        ),
         (
             json!({"kind": "sleep", "payload": "x".repeat(70_000)}),
             too_large,
@@ -422,5 +433,49 @@ async fn a_submission_no_recent_machine_could_run_is_accepted_with_a_warning() {
     }
     let (_, reply) = api.client.post("/v1/jobs", &sleep_job(0.1)).await.unwrap();
     assert_eq!(reply["warnings"], json!([]), "{reply}");
+    agent.task.abort();
+}
+
+/// A mixed fleet: jobs reach only machines that run their kind; a kind no machine runs ends
+/// unworkable saying so; a job's attempts tell where and when it ran, with RFC 3339 times.
+#[tokio::test]
+async fn jobs_go_only_where_their_kind_runs_and_show_their_attempts() {
+    let config = EngineConfig {
+        unworkable_after: Span::from_secs(1),
+        ..fast_config()
+    };
+    let api = start_api(LocalStore::new(config.clone()), config.clone()).await;
+    let spec = MachineSpec {
+        kinds: vec!["sleep".into()],
+        ..machine("sleeper", 1)
+    };
+    let agent = start_agent(api.store.clone(), config, spec, LIMIT);
+    let mut render = sleep_job(0.1);
+    render["kind"] = json!("render");
+    let (_, reply) = api.client.post("/v1/jobs", &render).await.unwrap();
+    let render = reply["id"].as_str().unwrap().to_string();
+    let (_, reply) = api.client.post("/v1/jobs", &sleep_job(0.1)).await.unwrap();
+    let sleep = reply["id"].as_str().unwrap().to_string();
+
+    let job = wait_job(&api.client, &sleep, LIMIT, |job| {
+        job["state"] == "succeeded" && job["attempts"][0]["outcome"] == "succeeded"
+    })
+    .await;
+    let attempt = &job["attempts"][0];
+    assert_eq!(attempt["machine_name"], "sleeper", "{job}");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job}");
+    assert!(attempt["ended_at"].as_u64() >= attempt["started_at"].as_u64());
+    let utc = job["submitted_at_utc"].as_str().unwrap();
+    assert!(
+        utc.len() == 24 && utc.as_bytes()[10] == b'T' && utc.ends_with('Z'),
+        "{utc}"
+    );
+
+    let job = wait_job(&api.client, &render, LIMIT, state_is("unworkable")).await;
+    assert_eq!(job["attempt"], 0, "never leased: {job}");
+    assert_eq!(job["attempts"], json!([]));
+    assert_eq!(job["error"]["class"], "unworkable");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.ends_with("runs jobs of kind 'render'"), "{message}");
     agent.task.abort();
 }

@@ -142,6 +142,7 @@ pub fn machine(name: &str, gpus: u32) -> MachineSpec {
         disk_gb: 100,
         labels: Default::default(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     }
 }
 

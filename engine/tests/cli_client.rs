@@ -102,16 +102,30 @@ async fn jobs_cancel_machines_stats_and_watch() {
     let stats: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["totals"]["succeeded"], 1);
 
+    // A payload its kind cannot take is refused at submission, naming the field, in one line.
+    let bad = ["sleep", "--payload", r#"{"seconds": "abc"}"#, "--wait"];
+    let (code, _, err) = run(&api.base, "submit", &bad).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("payload.seconds") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
     // submit --wait says why a job failed, in one line.
-    let (code, _, err) = run(
-        &api.base,
-        "submit",
-        &["sleep", "--payload", r#"{"seconds": "abc"}"#, "--wait"],
-    )
-    .await;
+    let args = [
+        "sleep",
+        "--payload",
+        r#"{"seconds": 5}"#,
+        "--timeout",
+        "300ms",
+        "--max-attempts",
+        "1",
+        "--wait",
+    ];
+    let (code, _, err) = run(&api.base, "submit", &args).await;
     assert_eq!(code, 1);
     let last = err.trim().lines().last().unwrap_or_default().to_string();
-    assert!(last.contains("ended dead: fatal: sleep payload"), "{err}");
+    assert!(last.contains("ended timed_out: timed_out"), "{err}");
 
     let (code, _, err) = run(&api.base, "watch", &["j999"]).await;
     assert_eq!(code, 1);

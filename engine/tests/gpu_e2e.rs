@@ -31,6 +31,7 @@ async fn gpu_jobs_run_on_the_gpu_and_oom_retries_only_where_they_fit() {
         disk_gb: 100,
         labels: Default::default(),
         cost_per_hour: 3.5,
+        kinds: Vec::new(),
     };
     let agent = Agent::new(config.clone(), spec.clone(), ModelSet::EMPTY, 1, Time::ZERO);
     let executors = Executors::default().with(

@@ -996,6 +996,7 @@ fn machine_spec(name: &str, gpus: u32, mem: u32) -> MachineSpec {
         disk_gb: DISK_GB,
         labels: Default::default(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     }
 }
 

@@ -40,6 +40,7 @@ fn store_cycle(jobs: u64) -> u64 {
         disk_gb: 1000,
         labels: Default::default(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     };
     let Ok(Reply::Registered { machine }) = store.apply(Time(0), Request::Register(Box::new(spec)))
     else {

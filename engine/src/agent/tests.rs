@@ -21,6 +21,7 @@ fn spec(gpus: u32) -> MachineSpec {
         disk_gb: 100,
         labels: Default::default(),
         cost_per_hour: 1.0,
+        kinds: Vec::new(),
     }
 }
 

@@ -3,10 +3,11 @@
 //! Ids are strings, "j42" for jobs and "m3" for machines ("42" is accepted in paths). Times
 //! are integers: microseconds since the Unix epoch on the store's clock.
 
+use super::attempts::AttemptView;
 use super::error::ApiError;
 use crate::core::labels::Labels;
 use crate::core::model::{JobError, JobView, Progress};
-use crate::core::{EngineConfig, JobId, JobSpec, ModelSet, Requirements, Span};
+use crate::core::{EngineConfig, JobId, JobSpec, ModelSet, Requirements, Span, Time};
 use crate::store::MachineView;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,7 +52,8 @@ impl SubmitBody {
         header_key: Option<String>,
         config: &EngineConfig,
     ) -> Result<JobSpec, ApiError> {
-        let requirements = self.requirements.into_requirements(config)?;
+        let mut requirements = self.requirements.into_requirements(config)?;
+        requirements.kind = self.kind.clone();
         let mut spec = JobSpec::new(self.kind, Arc::new(requirements));
         spec.payload = match self.payload {
             None | Some(Value::Null) => String::new(),
@@ -92,6 +94,7 @@ impl RequirementsBody {
             disk_gb: self.disk_gb,
             labels: self.labels,
             not_labels: self.not_labels,
+            kind: String::new(),
         })
     }
 
@@ -122,10 +125,15 @@ pub struct JobDto {
     pub state: &'static str,
     pub attempt: u32,
     pub machine: Option<String>,
-    /// Microseconds since the Unix epoch, store clock.
+    /// Microseconds since the Unix epoch, store clock; each `*_at` has its RFC 3339 form (UTC,
+    /// to the millisecond) beside it as `*_at_utc`, for people.
     pub submitted_at: u64,
+    pub submitted_at_utc: String,
+    /// The start of the last attempt.
     pub started_at: Option<u64>,
+    pub started_at_utc: Option<String>,
     pub finished_at: Option<u64>,
+    pub finished_at_utc: Option<String>,
     /// `{"class", "message", "retryable"}`: why the last attempt failed, or why the store
     /// gave up on the job.
     pub error: Option<JobError>,
@@ -139,6 +147,9 @@ pub struct JobDto {
     pub idempotency_key: Option<String>,
     pub requirements: RequirementsBody,
     pub payload: Value,
+    /// Every attempt, oldest first (`GET /v1/jobs/{id}` only; lists leave it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptView>>,
 }
 
 impl JobDto {
@@ -150,8 +161,11 @@ impl JobDto {
             attempt: view.attempt,
             machine: view.machine.map(|m| m.to_string()),
             submitted_at: view.submitted_at.0,
+            submitted_at_utc: view.submitted_at.rfc3339(),
             started_at: view.started_at.map(|t| t.0),
+            started_at_utc: view.started_at.map(Time::rfc3339),
             finished_at: view.finished_at.map(|t| t.0),
+            finished_at_utc: view.finished_at.map(Time::rfc3339),
             error: view.error.clone(),
             progress: view.progress.clone(),
             result: view
@@ -165,6 +179,7 @@ impl JobDto {
             idempotency_key: spec.idempotency_key.clone(),
             requirements: RequirementsBody::from_requirements(&spec.requirements, config),
             payload: payload_value(&spec.payload),
+            attempts: None,
         }
     }
 }
@@ -190,8 +205,11 @@ pub struct MachineDto {
     pub cost_per_hour: f64,
     pub leases: u32,
     pub idle: bool,
+    /// µs since the epoch, with RFC 3339 beside (as `JobDto`'s times).
     pub registered_at: u64,
+    pub registered_at_utc: String,
     pub last_seen: u64,
+    pub last_seen_utc: String,
 }
 
 impl From<&MachineView> for MachineDto {
@@ -208,7 +226,9 @@ impl From<&MachineView> for MachineDto {
             leases: m.leases,
             idle: m.idle,
             registered_at: m.registered_at.0,
+            registered_at_utc: m.registered_at.rfc3339(),
             last_seen: m.last_seen.0,
+            last_seen_utc: m.last_seen.rfc3339(),
         }
     }
 }

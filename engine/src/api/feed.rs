@@ -3,6 +3,7 @@
 //! fans it out to the event streams (`events`) over a broadcast channel, so that a thousand
 //! watchers cost one reader.
 
+use super::attempts::SharedAttempts;
 use super::observer::SharedObserved;
 use crate::runtime::SharedStore;
 use crate::store::journal::JournalEntry;
@@ -41,7 +42,12 @@ impl JournalFeed {
 }
 
 /// Follows the journal forever.
-pub async fn run_feed<S: SharedStore>(store: S, observed: SharedObserved, feed: JournalFeed) {
+pub async fn run_feed<S: SharedStore>(
+    store: S,
+    observed: SharedObserved,
+    attempts: SharedAttempts,
+    feed: JournalFeed,
+) {
     let mut after = None;
     let mut failing = false;
     loop {
@@ -55,6 +61,9 @@ pub async fn run_feed<S: SharedStore>(store: S, observed: SharedObserved, feed: 
                     after = Some(entry.id);
                     if let Ok(mut o) = observed.lock() {
                         o.observe(&entry);
+                    }
+                    if let Ok(mut a) = attempts.lock() {
+                        a.observe(&entry);
                     }
                     // An error only means that no stream is subscribed now.
                     let _ = feed.tx.send(Arc::new(entry));

@@ -34,6 +34,8 @@ pub async fn submit<S: SharedStore>(
     };
     let spec = parsed.into_spec(header_key, &state.config)?;
     let spec = validate_spec(spec, &state.config)?;
+    crate::executor::payload::check(&spec.kind, &spec.payload, &state.options.command_kinds)
+        .map_err(|e| ApiError::invalid(&e.field, e.reason))?;
     let requirements = spec.requirements.clone();
     match state.call(Request::Submit(Box::new(spec))).await? {
         Reply::Submitted { job, created } => {
@@ -92,8 +94,13 @@ pub async fn get_job<S: SharedStore>(
     State(state): State<ApiState<S>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobDto>, ApiError> {
-    let view = state.job(parse_job_id(&id)?).await?;
-    Ok(Json(JobDto::new(&view, &state.config)))
+    let job = parse_job_id(&id)?;
+    let view = state.job(job).await?;
+    let mut dto = JobDto::new(&view, &state.config);
+    if let Ok(attempts) = state.attempts.lock() {
+        dto.attempts = Some(attempts.of(job, view.error.as_ref()));
+    }
+    Ok(Json(dto))
 }
 
 pub async fn cancel<S: SharedStore>(

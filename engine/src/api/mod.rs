@@ -16,6 +16,7 @@
 //! Errors are `{"error": {"field", "message"}}`. Times are µs since the Unix epoch.
 
 pub mod agent_metrics;
+pub mod attempts;
 pub mod auth;
 pub mod client;
 pub mod dto;
@@ -33,6 +34,7 @@ pub mod warnings;
 use crate::core::EngineConfig;
 use crate::runtime::{Metered, SharedReaperTotals, SharedStore};
 use crate::store::{Reply, Request};
+use attempts::{Attempts, SharedAttempts};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request as HttpRequest, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -54,6 +56,9 @@ pub struct ApiOptions {
     pub token: Option<String>,
     /// How long a store request may take before the API answers 503.
     pub store_timeout: Duration,
+    /// The command kinds of the config file, whose payloads a submission is checked against
+    /// (`executor::payload::check`), beside the built-in kinds.
+    pub command_kinds: BTreeMap<String, crate::executor::CommandTemplate>,
 }
 
 impl Default for ApiOptions {
@@ -61,9 +66,13 @@ impl Default for ApiOptions {
         ApiOptions {
             token: None,
             store_timeout: Duration::from_secs(5),
+            command_kinds: BTreeMap::new(),
         }
     }
 }
+
+/// Jobs whose attempts the API keeps (`attempts`), newest first.
+const MAX_JOBS_WITH_ATTEMPTS: usize = 100_000;
 
 /// HTTP requests by (route, status).
 pub type HttpCounts = Arc<Mutex<BTreeMap<(String, u16), u64>>>;
@@ -74,6 +83,7 @@ pub struct ApiState<S> {
     pub options: Arc<ApiOptions>,
     pub token: Option<Arc<str>>,
     pub observed: SharedObserved,
+    pub attempts: SharedAttempts,
     pub feed: JournalFeed,
     pub reaper: SharedReaperTotals,
     pub http: HttpCounts,
@@ -87,6 +97,7 @@ impl<S: SharedStore> Clone for ApiState<S> {
             options: self.options.clone(),
             token: self.token.clone(),
             observed: self.observed.clone(),
+            attempts: self.attempts.clone(),
             feed: self.feed.clone(),
             reaper: self.reaper.clone(),
             http: self.http.clone(),
@@ -103,6 +114,7 @@ impl<S: SharedStore> ApiState<S> {
             token: options.token.as_deref().map(Arc::from),
             options: Arc::new(options),
             observed: Observed::shared(max_open),
+            attempts: Attempts::shared(max_open.min(MAX_JOBS_WITH_ATTEMPTS)),
             feed: JournalFeed::default(),
             reaper: SharedReaperTotals::default(),
             http: HttpCounts::default(),
@@ -182,6 +194,7 @@ where
     let feed = tokio::spawn(feed::run_feed(
         state.store.clone(),
         state.observed.clone(),
+        state.attempts.clone(),
         state.feed.clone(),
     ));
     let reaper = reap.then(|| {

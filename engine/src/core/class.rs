@@ -20,7 +20,47 @@ pub fn profile_allows(req: &Requirements, profile: &Profile, config: &EngineConf
     gpu_model_ok
         && gpus_ok
         && disk_ok
+        && profile.runs_kind(&req.kind)
         && labels_match(&req.labels, &req.not_labels, &profile.labels)
+}
+
+/// Why no machine of `profiles` could run `req`: the first requirement, in this order, that
+/// none of them meets (kind, GPUs, GPU model, GPU memory, disk), or else that none meets them
+/// all at once. The tail of an `unworkable` job's error (`JobError::unworkable`); lua/fit.lua
+/// `F.first_unmet` words it identically, which the conformance suite checks.
+pub fn first_unmet(req: &Requirements, profiles: &[&Profile], config: &EngineConfig) -> String {
+    if !profiles.iter().any(|p| p.runs_kind(&req.kind)) {
+        return format!("runs jobs of kind '{}'", req.kind);
+    }
+    let most_gpus = profiles.iter().map(|p| p.gpus).max().unwrap_or(0);
+    if req.gpus > most_gpus {
+        return format!("has {} GPUs (the largest has {most_gpus})", req.gpus);
+    }
+    let model_ok = |p: &Profile| req.gpu_models.is_empty() || req.gpu_models.contains(&p.gpu_model);
+    let big: Vec<&Profile> = profiles
+        .iter()
+        .copied()
+        .filter(|p| p.gpus >= req.gpus && model_ok(p))
+        .collect();
+    if req.gpus > 0 && big.is_empty() {
+        let models = req.gpu_models.join(", ");
+        return format!("with {} GPUs has a GPU model among {models}", req.gpus);
+    }
+    let most_mem = big.iter().map(|p| p.gpu_mem_gb).max().unwrap_or(0);
+    if req.gpus > 0 && req.gpu_mem_gb > most_mem {
+        return format!(
+            "with {} GPUs has {} GB per GPU (the most is {most_mem})",
+            req.gpus, req.gpu_mem_gb
+        );
+    }
+    let disk = req.disk_gb.saturating_add(config.download_gb(req.models));
+    let most_disk = profiles.iter().map(|p| p.disk_gb).max().unwrap_or(0);
+    if disk > most_disk {
+        return format!(
+            "has {disk} GB of disk for its scratch and models (the most is {most_disk})"
+        );
+    }
+    "meets its labels and all its requirements at once".to_string()
 }
 
 /// Whether an offer's free resources hold the class now (the profile already allows it).
@@ -106,16 +146,17 @@ pub fn validate_spec(mut spec: JobSpec, config: &EngineConfig) -> Result<JobSpec
             ));
         }
     }
-    if let Some(req) = canonical_requirements(&spec.requirements, config)? {
+    if let Some(req) = canonical_requirements(&spec.requirements, &spec.kind, config)? {
         spec.requirements = Arc::new(req);
     }
     Ok(spec)
 }
 
-/// The canonical form of `req`, or `None` when it already is canonical (the common case,
-/// which then costs no allocation).
+/// The canonical form of `req` for a job of `kind`, or `None` when it already is canonical
+/// (the common case, which then costs no allocation).
 fn canonical_requirements(
     req: &Requirements,
+    kind: &str,
     config: &EngineConfig,
 ) -> Result<Option<Requirements>, InvalidJob> {
     let limits = &config.limits;
@@ -141,10 +182,11 @@ fn canonical_requirements(
             format!("model #{} is not in the catalog", unknown.0),
         ));
     }
-    if is_canonical(req) {
+    if req.kind == kind && is_canonical(req) {
         return Ok(None);
     }
     let mut canonical = req.clone();
+    canonical.kind = kind.to_owned();
     canonical.gpu_models.sort();
     canonical.gpu_models.dedup();
     canonicalize(&mut canonical.labels).map_err(|key| {
@@ -199,7 +241,96 @@ mod tests {
             gpu_mem_gb: 80,
             disk_gb: 100,
             labels: Default::default(),
+            kinds: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_first_unmet_requirement_is_named() {
+        let config = config();
+        let mut small = a100();
+        small.gpus = 2;
+        small.gpu_mem_gb = 24;
+        small.gpu_model = "L4".into();
+        let big = a100();
+        let (fleet, only_small) = (vec![&small, &big], vec![&small]);
+        let unmet = |edit: &dyn Fn(&mut Requirements), fleet: &[&Profile]| {
+            let mut req = Requirements::default();
+            edit(&mut req);
+            first_unmet(&req, fleet, &config)
+        };
+        assert_eq!(
+            unmet(&|r| r.gpus = 16, &fleet),
+            "has 16 GPUs (the largest has 8)"
+        );
+        assert_eq!(
+            unmet(
+                &|r| {
+                    r.gpus = 4;
+                    r.gpu_mem_gb = 8
+                },
+                &only_small
+            ),
+            "has 4 GPUs (the largest has 2)"
+        );
+        assert_eq!(
+            unmet(
+                &|r| {
+                    r.gpus = 1;
+                    r.gpu_models = vec!["H100".into()]
+                },
+                &fleet
+            ),
+            "with 1 GPUs has a GPU model among H100"
+        );
+        assert_eq!(
+            unmet(
+                &|r| {
+                    r.gpus = 1;
+                    r.gpu_mem_gb = 40
+                },
+                &only_small
+            ),
+            "with 1 GPUs has 40 GB per GPU (the most is 24)"
+        );
+        assert_eq!(
+            unmet(
+                &|r| {
+                    r.disk_gb = 95;
+                    r.models = ModelSet::EMPTY.with(ModelId(0))
+                },
+                &fleet
+            ),
+            "has 102 GB of disk for its scratch and models (the most is 100)"
+        );
+        let mut picky = a100();
+        picky.kinds = vec!["sleep".into()];
+        assert_eq!(
+            unmet(&|r| r.kind = "train".into(), &[&picky]),
+            "runs jobs of kind 'train'"
+        );
+    }
+
+    #[test]
+    fn a_machine_that_advertises_kinds_takes_only_those() {
+        let config = config();
+        let spec = JobSpec::new("render", Arc::new(Requirements::default()));
+        let req = validate_spec(spec, &config).unwrap().requirements;
+        assert_eq!(
+            req.kind, "render",
+            "validation makes the kind part of the class"
+        );
+        let mut profile = a100();
+        assert!(
+            profile_allows(&req, &profile, &config),
+            "no kinds: runs all"
+        );
+        profile.kinds = vec!["command".into(), "sleep".into()];
+        assert!(!profile_allows(&req, &profile, &config));
+        profile.kinds = vec!["command".into(), "render".into()];
+        assert!(profile_allows(&req, &profile, &config));
+        let unvalidated = Requirements::default();
+        assert!(profile_allows(&unvalidated, &profile, &config));
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub struct Requirements {
     pub labels: Labels,
     /// Labels the machine must not match.
     pub not_labels: Labels,
+    /// The job's kind, copied from `JobSpec::kind` by `validate_spec` so that it is part of
+    /// the class: a machine that advertises kinds takes only jobs of those kinds. Empty in
+    /// requirements that no store has validated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 /// A job as submitted.
@@ -150,6 +155,10 @@ pub struct MachineSpec {
     pub disk_gb: u32,
     pub labels: Labels,
     pub cost_per_hour: f64,
+    /// The job kinds it runs (its executors), sorted without repeats; empty runs every kind
+    /// (the simulator's machines, which run whatever they are given).
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 /// The part of a machine that matching looks at; machines with equal profiles are
@@ -161,6 +170,8 @@ pub struct Profile {
     pub gpu_mem_gb: u32,
     pub disk_gb: u32,
     pub labels: Labels,
+    /// As `MachineSpec::kinds`: empty runs every kind.
+    pub kinds: Vec<String>,
 }
 
 impl MachineSpec {
@@ -171,7 +182,21 @@ impl MachineSpec {
             gpu_mem_gb: self.gpu_mem_gb,
             disk_gb: self.disk_gb,
             labels: self.labels.clone(),
+            kinds: self.kinds.clone(),
         }
+    }
+}
+
+impl Profile {
+    /// Whether machines of this profile run jobs of `kind`. A requirement without a kind
+    /// (written before kinds were matched) goes anywhere.
+    pub fn runs_kind(&self, kind: &str) -> bool {
+        kind.is_empty()
+            || self.kinds.is_empty()
+            || self
+                .kinds
+                .binary_search_by(|k| k.as_str().cmp(kind))
+                .is_ok()
     }
 }
 
@@ -279,16 +304,20 @@ pub struct JobError {
 }
 
 impl JobError {
-    /// Why the store judged a job unworkable (both stores write exactly this).
-    pub fn unworkable(unworkable_after: super::Span) -> JobError {
+    /// An unworkable job's error: `unmet` is `class::first_unmet`'s verdict on the machines
+    /// seen within `unworkable_after`.
+    pub fn unworkable(unworkable_after: super::Span, unmet: &str) -> JobError {
         JobError {
             class: "unworkable".into(),
-            message: format!(
-                "no machine seen within unworkable_after ({unworkable_after}) could ever run it: \
-                 check its requirements against the fleet (GET /v1/machines)"
-            ),
+            message: format!("{}{unmet}", Self::unworkable_prefix(unworkable_after)),
             retryable: false,
         }
+    }
+
+    /// The start of an unworkable job's message, before the unmet requirement (sent to the Lua
+    /// library in its config, which appends its own `F.first_unmet`).
+    pub fn unworkable_prefix(unworkable_after: super::Span) -> String {
+        format!("no machine seen within unworkable_after ({unworkable_after}) ")
     }
 
     /// The one stored form, in both stores (Redis: field `error` of `j:<id>`):

@@ -20,6 +20,30 @@ impl Time {
     pub const ZERO: Time = Time(0);
     pub const MAX: Time = Time(u64::MAX);
 
+    /// As RFC 3339 in UTC, to the millisecond (`2026-12-04T15:49:32.691Z`), reading the time
+    /// as µs since the Unix epoch (the store clock's and the API's unit).
+    pub fn rfc3339(self) -> String {
+        let secs = self.0 / 1_000_000;
+        let ms = (self.0 % 1_000_000) / 1000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        // Howard Hinnant's civil_from_days.
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        )
+    }
+
     pub fn plus(self, span: Span) -> Time {
         Time(self.0.saturating_add(span.0))
     }

@@ -55,7 +55,7 @@ impl Executor for CommandExecutor {
         Box::pin(async move {
             match fill_args(&template.args, &ctx.spec.payload) {
                 Ok(args) => run(&template, args, &ctx).await,
-                Err(e) => fatal(e.to_string()),
+                Err(e) => fatal(super::payload::template_error(e).to_string()),
             }
         })
     }

@@ -3,27 +3,13 @@
 //! `seconds`. Payload: `{"seconds": 2.0, "mem_gb": 16}`. Running out of GPU memory fails the
 //! attempt as `GpuOom`, so the store sends the retry where it fits.
 
+use super::payload::GpuPayload;
 use super::{fatal, retryable, Attempt, Executor, JobContext};
 use crate::core::{Failure, Outcome};
 use crate::gpu::{burn, BurnRequest, GpuError};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const MAX_SECONDS: f64 = 7.0 * 86_400.0;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GpuPayload {
-    #[serde(default = "one_second")]
-    seconds: f64,
-    mem_gb: Option<f64>,
-}
-
-fn one_second() -> f64 {
-    1.0
-}
 
 /// The GPU executor of one machine: hands each attempt the GPUs no other attempt holds.
 #[derive(Clone)]
@@ -84,17 +70,10 @@ impl Executor for GpuExecutor {
 }
 
 async fn run(executor: GpuExecutor, ctx: JobContext) -> Outcome {
-    let text = match ctx.spec.payload.trim() {
-        "" | "null" => "{}",
-        text => text,
-    };
-    let payload: GpuPayload = match serde_json::from_str(text) {
+    let payload = match GpuPayload::parse(&ctx.spec.payload) {
         Ok(payload) => payload,
-        Err(e) => return fatal(format!("gpu payload: {e}")),
+        Err(e) => return fatal(e.to_string()),
     };
-    if !(0.0..=MAX_SECONDS).contains(&payload.seconds) {
-        return fatal(format!("gpu payload: seconds must be 0 to {MAX_SECONDS}"));
-    }
     let gpus = ctx.spec.requirements.gpus.max(1) as usize;
     let Some(lease) = executor.take(gpus) else {
         // The agent only starts what fits its free GPUs; this is a bookkeeping bug or a race

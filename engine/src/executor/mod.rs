@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod gpu;
+pub mod payload;
 pub mod sleep;
 
 use crate::core::{Failure, JobId, JobResult, JobSpec, Outcome, Token};
@@ -176,14 +177,15 @@ impl Executors {
         self.kinds.keys().map(String::as_str)
     }
 
-    /// Runs the attempt with the executor of its kind; a kind this agent does not know fails
-    /// the job for good (the store does not route by kind, so retrying would not help here).
+    /// Runs the attempt with the executor of its kind. The store brings an agent only jobs of
+    /// the kinds it advertised, so a kind it lacks comes only from a class made before kinds
+    /// were matched: the failure is retryable, since another machine may run it.
     pub fn run(&self, ctx: JobContext) -> Attempt {
         match self.kinds.get(&ctx.spec.kind) {
             Some(executor) => executor.run(ctx),
             None => {
                 let message = format!("no executor for job kind {:?} on this agent", ctx.spec.kind);
-                Box::pin(async move { fatal(message) })
+                Box::pin(async move { retryable(message) })
             }
         }
     }

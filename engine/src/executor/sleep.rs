@@ -1,24 +1,10 @@
 //! `sleep`: waits `{"seconds": 0.5}` (default 1), reporting progress in tenths, and returns
 //! `{"slept_s": 0.5}`. For demos and tests.
 
+use super::payload::SleepPayload;
 use super::{fatal, Attempt, Executor, JobContext};
 use crate::core::Outcome;
-use serde::Deserialize;
 use std::time::Duration;
-
-/// The longest sleep accepted; beyond it the job's own timeout is the better tool.
-const MAX_SECONDS: f64 = 7.0 * 86_400.0;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SleepPayload {
-    #[serde(default = "one_second")]
-    seconds: f64,
-}
-
-fn one_second() -> f64 {
-    1.0
-}
 
 pub struct SleepExecutor;
 
@@ -29,18 +15,10 @@ impl Executor for SleepExecutor {
 }
 
 async fn sleep(ctx: JobContext) -> Outcome {
-    // An empty payload sleeps the default second.
-    let text = match ctx.spec.payload.trim() {
-        "" | "null" => "{}",
-        text => text,
-    };
-    let payload: SleepPayload = match serde_json::from_str(text) {
+    let payload = match SleepPayload::parse(&ctx.spec.payload) {
         Ok(payload) => payload,
-        Err(e) => return fatal(format!("sleep payload: {e}")),
+        Err(e) => return fatal(e.to_string()),
     };
-    if !(0.0..=MAX_SECONDS).contains(&payload.seconds) {
-        return fatal(format!("sleep payload: seconds must be 0 to {MAX_SECONDS}"));
-    }
     let tenth = Duration::from_secs_f64(payload.seconds / 10.0);
     for step in 1..=10u8 {
         tokio::time::sleep(tenth).await;

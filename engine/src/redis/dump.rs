@@ -682,6 +682,11 @@ pub(crate) fn decode_profile(id: u64, h: &Hash) -> Result<ProfileDump, String> {
         gpu_mem_gb: need(h, "mem")?,
         disk_gb: need(h, "disk")?,
         labels,
+        // Profiles written before kinds were matched have none: they run every kind.
+        kinds: match h.get("kinds") {
+            Some(json) => serde_json::from_slice(json).map_err(|e| format!("kinds: {e}"))?,
+            None => Vec::new(),
+        },
         last_seen: num::<u64>(h, "last_seen")?.map(Time),
     })
 }

@@ -617,27 +617,9 @@ fn ago(secs: f64) -> String {
     }
 }
 
-/// `t` as `YYYY-MM-DD HH:MM:SS.mmmZ`.
+/// `t` as `YYYY-MM-DD HH:MM:SS.mmmZ`: RFC 3339 with a space, for people.
 pub fn utc(t: Time) -> String {
-    let secs = t.0 / 1_000_000;
-    let ms = (t.0 % 1_000_000) / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{ms:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    t.rfc3339().replacen('T', " ", 1)
 }
 
 /// Requirements in a line: "2 GPU x 24 GB, disk 10 GB, models [0], gpu models [A100], labels …".

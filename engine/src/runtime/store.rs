@@ -201,6 +201,7 @@ mod tests {
             disk_gb: 10,
             labels: Default::default(),
             cost_per_hour: 0.0,
+            kinds: Vec::new(),
         };
         let Ok(Ok(Reply::Registered { machine })) =
             store.apply(Request::Register(Box::new(spec))).await

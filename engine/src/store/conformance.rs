@@ -382,6 +382,7 @@ pub fn machine(name: &str, gpus: u32, mem: u32) -> MachineSpec {
         disk_gb: 100,
         labels: Labels::new(),
         cost_per_hour: 1.5,
+        kinds: Vec::new(),
     }
 }
 
@@ -814,10 +815,15 @@ pub fn cases() -> Vec<Case> {
             })
             .get(0)
             .stats(),
-        Case::new("jobs no machine can run end unworkable")
+        Case::new("jobs no machine can run end unworkable, naming what no machine has")
             .register("a", 1, 24)
             .submit(job(8, 80))
             .submit(job(1, 8))
+            .submit(job_with(1, 8, |s| {
+                requirements(s, |r| r.gpu_models = vec!["B200".into(), "H100".into()])
+            }))
+            .submit(job(1, 48))
+            .submit(job_with(0, 0, |s| requirements(s, |r| r.disk_gb = 500)))
             .at(100)
             .heartbeat(0, &[])
             .reap()
@@ -825,11 +831,43 @@ pub fn cases() -> Vec<Case> {
             .heartbeat(0, &[])
             .reap()
             .expect(|_, r, _| match r {
-                Ok(Reply::Reaped(report)) if report.unworkable == 1 => Ok(()),
-                other => Err(format!("expected one unworkable: {other:?}")),
+                Ok(Reply::Reaped(report)) if report.unworkable == 4 => Ok(()),
+                other => Err(format!("expected four unworkable: {other:?}")),
             })
+            .get(0)
+            .get(2)
+            .get(3)
+            .get(4)
             .at(1000)
             .reap(),
+        Case::new("kinds: a machine takes only the kinds it runs; one nobody runs is unworkable")
+            .register_spec(MachineSpec {
+                kinds: vec!["command".into(), "sleep".into()],
+                ..machine("runs-sleep", 1, 24)
+            })
+            .register_spec(MachineSpec {
+                kinds: vec!["render".into()],
+                ..machine("runs-render", 1, 24)
+            })
+            .submit(job_with(1, 8, |s| s.kind = "render".into()))
+            .submit(job_with(1, 8, |s| s.kind = "train".into()))
+            .submit(job(1, 8))
+            .claim(0, 1, offer(1, 24))
+            .expect(granted_jobs(&[2]))
+            .claim(1, 1, offer(1, 24))
+            .expect(granted_jobs(&[0]))
+            .at(100)
+            .heartbeat(0, &[])
+            .heartbeat(1, &[])
+            .at(200)
+            .heartbeat(0, &[])
+            .heartbeat(1, &[])
+            .reap()
+            .expect(|_, r, _| match r {
+                Ok(Reply::Reaped(report)) if report.unworkable == 1 => Ok(()),
+                other => Err(format!("expected the train job unworkable: {other:?}")),
+            })
+            .get(1),
         Case::new("finished jobs and their idempotency keys are purged after retention")
             .register("a", 1, 24)
             .submit(job_with(1, 8, |s| s.idempotency_key = Some("k".into())))

@@ -147,6 +147,9 @@ pub struct ProfileDump {
     pub gpu_mem_gb: u32,
     pub disk_gb: u32,
     pub labels: Labels,
+    /// The job kinds its machines run; empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
     /// When a machine of this profile last registered, heartbeated or claimed.
     pub last_seen: Option<Time>,
 }
@@ -510,7 +513,7 @@ pub fn diff(a: &StateDump, b: &StateDump, a_name: &str, b_name: &str) -> Option<
                 what,
                 x,
                 y,
-                [gpus, gpu_model, gpu_mem_gb, disk_gb, labels, last_seen]
+                [gpus, gpu_model, gpu_mem_gb, disk_gb, labels, kinds, last_seen]
             );
             None
         },

@@ -94,6 +94,7 @@ impl World {
             disk_gb: pool.disk_gb,
             labels: pool.labels.clone(),
             cost_per_hour: pool.cost_per_hour,
+            kinds: Vec::new(),
         };
         let cached = pool
             .cached_models

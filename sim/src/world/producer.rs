@@ -11,6 +11,9 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// The kind of every simulated job; simulated machines run every kind.
+const JOB_KIND: &str = "sim";
+
 const RETRY_EVERY: Span = Span::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +89,7 @@ pub fn requirements(scenario: &Scenario, config: &EngineConfig) -> Vec<Arc<Requi
                 disk_gb: w.disk_gb,
                 labels: w.labels.clone(),
                 not_labels: w.not_labels.clone(),
+                kind: JOB_KIND.to_owned(),
             })
         })
         .collect()
@@ -125,7 +129,7 @@ impl World {
         }
         let workload = &self.scenario.workloads[submission.workload as usize];
         let spec = JobSpec {
-            kind: "sim".to_string(),
+            kind: JOB_KIND.to_string(),
             payload: String::new(),
             priority: workload.priority,
             requirements: self.requirements[submission.workload as usize].clone(),

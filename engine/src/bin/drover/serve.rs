@@ -83,14 +83,14 @@ pub(crate) struct AgentArgs {
 
 /// `drover api`.
 pub(crate) async fn api(args: ApiArgs) -> Result<()> {
-    let config = load_config_file(args.store.config.as_deref())?.engine;
+    let file = load_config_file(args.store.config.as_deref())?;
     // Before Redis: a bad certificate fails the start at once, not after a connection.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::server_config(cert, key)?),
         _ => None,
     };
-    let store = connect(&args.store.redis, &args.store.namespace, &config).await?;
-    run_api(store, config, args, tls).await
+    let store = connect(&args.store.redis, &args.store.namespace, &file.engine).await?;
+    run_api(store, file, args, tls).await
 }
 
 /// `drover agent`.
@@ -99,7 +99,8 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
     // A spec the store could never take is refused here, before any request: the reason
     // cannot change, so resending it would only loop.
     let found = drover_engine::gpu::discover().context("discovering GPUs")?;
-    let spec = machine_spec(&args, &file, &found);
+    let executors = executors(&args, &file, &found);
+    let spec = machine_spec(&args, &file, &found, &executors);
     if let Err(refusal) = check_machine_spec(&spec, &file.engine) {
         let reason = match refusal {
             Refusal::Invalid(invalid) => invalid.to_string(),
@@ -108,7 +109,7 @@ pub(crate) async fn agent(args: AgentArgs) -> Result<()> {
         bail!("invalid machine spec, the store would refuse it: {reason}");
     }
     let store = connect(&args.redis, &args.namespace, &file.engine).await?;
-    run_agent(store, file, args, spec, found).await
+    run_agent(store, file, args, spec, executors).await
 }
 
 /// `drover reaper`.
@@ -134,14 +135,16 @@ async fn shutdown_signal() {
 
 async fn run_api<S: SharedStore>(
     store: S,
-    config: EngineConfig,
+    file: ConfigFile,
     args: ApiArgs,
     tls: Option<Arc<ServerConfig>>,
 ) -> Result<()> {
     let options = ApiOptions {
         token: args.token.filter(|t| !t.is_empty()),
+        command_kinds: file.kinds,
         ..ApiOptions::default()
     };
+    let config = file.engine;
     if options.token.is_none() {
         tracing::warn!("no --token: the API is open to anyone who can reach it");
     }
@@ -168,11 +171,33 @@ async fn run_reaper<S: SharedStore>(store: S, config: EngineConfig) -> Result<()
     Ok(())
 }
 
-/// What this machine offers: the flags, or what the CUDA driver found.
+/// The kinds this agent runs: the built-in ones, the config's command kinds, and `gpu` when
+/// the driver found GPUs.
+fn executors(
+    args: &AgentArgs,
+    file: &ConfigFile,
+    found: &[drover_engine::gpu::GpuInfo],
+) -> Executors {
+    let executors = Executors::from_templates(&file.kinds);
+    if found.is_empty() {
+        return executors;
+    }
+    let gpus = args.gpus.unwrap_or(found.len() as u32);
+    let ordinals = found
+        .iter()
+        .map(|g| g.ordinal)
+        .take(gpus as usize)
+        .collect();
+    executors.with("gpu", drover_engine::executor::GpuExecutor::new(ordinals))
+}
+
+/// What this machine offers: the flags, or what the CUDA driver found, and the kinds its
+/// executors run (so that claims bring it only jobs it can run).
 fn machine_spec(
     args: &AgentArgs,
     file: &ConfigFile,
     found: &[drover_engine::gpu::GpuInfo],
+    executors: &Executors,
 ) -> MachineSpec {
     let smallest = found
         .iter()
@@ -192,6 +217,7 @@ fn machine_spec(
         disk_gb: args.disk_gb,
         labels: file.labels.clone(),
         cost_per_hour: args.cost_per_hour,
+        kinds: executors.kinds().map(str::to_owned).collect(),
     }
 }
 
@@ -200,24 +226,14 @@ async fn run_agent<S: SharedStore>(
     file: ConfigFile,
     args: AgentArgs,
     spec: MachineSpec,
-    found: Vec<drover_engine::gpu::GpuInfo>,
+    executors: Executors,
 ) -> Result<()> {
-    let gpus = spec.gpus;
     let config = Arc::new(file.engine.clone());
     let seed = std::process::id() as u64;
     let workspace_config = workspace_config(&args, &file);
     let (workspace, cached) = Workspace::open(&workspace_config, &config)
         .context("opening the model cache and scratch directories")?;
     let agent = Agent::new(config.clone(), spec.clone(), cached, seed, Time::ZERO);
-    let mut executors = Executors::from_templates(&file.kinds);
-    if !found.is_empty() {
-        let ordinals = found
-            .iter()
-            .map(|g| g.ordinal)
-            .take(gpus as usize)
-            .collect();
-        executors = executors.with("gpu", drover_engine::executor::GpuExecutor::new(ordinals));
-    }
     let kinds: Vec<&str> = executors.kinds().collect();
     tracing::info!(name = %spec.name, pool = %spec.pool, gpus = spec.gpus, ?kinds, "agent starting");
     let options = DriverOptions {

@@ -42,7 +42,9 @@ pub fn wire_config(config: &EngineConfig) -> String {
         "backoff_base": config.backoff_base.as_micros(),
         "backoff_max": config.backoff_max.as_micros(),
         "unworkable_after": config.unworkable_after.as_micros(),
-        "unworkable_error": JobError::unworkable(config.unworkable_after).to_stored(),
+        // The stored error of an unworkable job up to its unmet requirement, which
+        // F.first_unmet appends.
+        "unworkable_error": JobError::unworkable(config.unworkable_after, "").to_stored(),
         "retention": config.retention.as_micros(),
         "reap_batch": config.reap_batch,
         "max_jobs": l.max_jobs,
@@ -207,6 +209,7 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
                     "gpu_models": json_string(&req.gpu_models),
                     "labels": json_string(&req.labels),
                     "not_labels": json_string(&req.not_labels),
+                    "kind": req.kind,
                 }),
             );
             Value::Object(m)
@@ -220,7 +223,8 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
                 spec.gpu_model,
                 spec.gpu_mem_gb,
                 spec.disk_gb,
-                spec.labels
+                spec.labels,
+                spec.kinds
             ]);
             json!({
                 "op": "register",
@@ -233,6 +237,7 @@ fn one(request: &Request, config: &EngineConfig) -> Result<Value, Refusal> {
                 // Debug formatting of f64 is the shortest text that reads back to the same bits.
                 "cost": format!("{:?}", spec.cost_per_hour),
                 "labels": json_string(&spec.labels),
+                "kinds": json_string(&spec.kinds),
                 "profile_key": profile.to_string(),
             })
         }

@@ -6,7 +6,7 @@ function F.class(cid)
   local c = CLASSES[cid]
   if c then return c end
   local f = redis.call('HMGET', F.ckey(cid), 'key', 'gpus', 'mem', 'disk', 'models',
-    'gpu_models', 'labels', 'not_labels')
+    'gpu_models', 'labels', 'not_labels', 'kind')
   local key = f[1]
   c = {
     id = cid, key = key,
@@ -15,6 +15,8 @@ function F.class(cid)
     models_json = f[5], gpu_models_json = f[6], labels_json = f[7], not_labels_json = f[8],
     models = cjson.decode(f[5]), gpu_models = cjson.decode(f[6]),
     labels = cjson.decode(f[7]), not_labels = cjson.decode(f[8]),
+    -- Classes made before kinds were matched have none: they go anywhere.
+    kind = f[9] or '',
   }
   CLASSES[cid] = c
   return c
@@ -23,9 +25,11 @@ end
 function F.profile(pid)
   local p = PROFILES[pid]
   if p then return p end
-  local f = redis.call('HMGET', F.pkey(pid), 'gpus', 'model', 'mem', 'disk', 'labels')
+  local f = redis.call('HMGET', F.pkey(pid), 'gpus', 'model', 'mem', 'disk', 'labels', 'kinds')
+  local kinds = {}
+  for _, k in ipairs(cjson.decode(f[6] or '[]')) do kinds[k] = true end
   p = {gpus = tonumber(f[1]), model = f[2], mem = tonumber(f[3]), disk = tonumber(f[4]),
-    labels = cjson.decode(f[5])}
+    labels = cjson.decode(f[5]), kinds = kinds, any_kind = next(kinds) == nil}
   PROFILES[pid] = p
   return p
 end
@@ -74,7 +78,52 @@ function F.profile_allows(c, p)
   end
   local gpus_ok = c.gpus <= p.gpus and (c.gpus == 0 or c.mem <= p.mem)
   local disk_ok = c.disk + F.download(c.models, nil) <= p.disk
-  return model_ok and gpus_ok and disk_ok and F.labels_match(c.labels, c.not_labels, p.labels)
+  -- model::Profile::runs_kind
+  local kind_ok = c.kind == '' or p.any_kind or p.kinds[c.kind] == true
+  return model_ok and gpus_ok and disk_ok and kind_ok and
+    F.labels_match(c.labels, c.not_labels, p.labels)
+end
+
+-- class::first_unmet: the first requirement no profile of `pids` meets, worded as Rust does.
+function F.first_unmet(c, pids)
+  local profiles = {}
+  for i, pid in ipairs(pids) do profiles[i] = F.profile(pid) end
+  local function kind_ok(p) return c.kind == '' or p.any_kind or p.kinds[c.kind] == true end
+  local function model_ok(p)
+    if #c.gpu_models == 0 then return true end
+    for _, m in ipairs(c.gpu_models) do
+      if m == p.model then return true end
+    end
+    return false
+  end
+  local any_kind, most_gpus, most_mem, most_disk, big_model = false, 0, 0, 0, false
+  for _, p in ipairs(profiles) do
+    any_kind = any_kind or kind_ok(p)
+    most_gpus = F.max(most_gpus, p.gpus)
+    most_disk = F.max(most_disk, p.disk)
+    if p.gpus >= c.gpus and model_ok(p) then
+      big_model = true
+      most_mem = F.max(most_mem, p.mem)
+    end
+  end
+  if not any_kind then return "runs jobs of kind '" .. c.kind .. "'" end
+  if c.gpus > most_gpus then
+    return 'has ' .. F.fmt(c.gpus) .. ' GPUs (the largest has ' .. F.fmt(most_gpus) .. ')'
+  end
+  if c.gpus > 0 and not big_model then
+    return 'with ' .. F.fmt(c.gpus) .. ' GPUs has a GPU model among ' ..
+      table.concat(c.gpu_models, ', ')
+  end
+  if c.gpus > 0 and c.mem > most_mem then
+    return 'with ' .. F.fmt(c.gpus) .. ' GPUs has ' .. F.fmt(c.mem) ..
+      ' GB per GPU (the most is ' .. F.fmt(most_mem) .. ')'
+  end
+  local disk = c.disk + F.download(c.models, nil)
+  if disk > most_disk then
+    return 'has ' .. F.fmt(disk) .. ' GB of disk for its scratch and models (the most is ' ..
+      F.fmt(most_disk) .. ')'
+  end
+  return 'meets its labels and all its requirements at once'
 end
 
 -- Judged once per (class, profile) and kept, as MemStore does (in ALLOWS, see prelude.lua, and

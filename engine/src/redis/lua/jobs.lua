@@ -13,7 +13,7 @@ function F.class_of(r)
   F.w('HSET', P .. 'classkey', r.key, F.fmt(n))
   F.wk('HSET', F.ckey(n), 'key', r.key, 'gpus', F.fmt(r.gpus), 'mem', F.fmt(r.mem),
     'disk', F.fmt(r.disk), 'models', r.models, 'gpu_models', r.gpu_models,
-    'labels', r.labels, 'not_labels', r.not_labels)
+    'labels', r.labels, 'not_labels', r.not_labels, 'kind', r.kind)
   return n
 end
 
@@ -185,7 +185,7 @@ function F.raise_gpu_mem(id, needed)
   if needed <= c.mem then return end
   local cid = F.class_of({key = F.fmt(needed) .. '|' .. c.rest, gpus = c.gpus, mem = needed,
     disk = c.disk, models = c.models_json, gpu_models = c.gpu_models_json,
-    labels = c.labels_json, not_labels = c.not_labels_json})
+    labels = c.labels_json, not_labels = c.not_labels_json, kind = c.kind})
   if cid then F.wk('HSET', jk, 'class', F.fmt(cid)) end
 end
 

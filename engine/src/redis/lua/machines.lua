@@ -12,7 +12,7 @@ function F.profile_of(r)
   F.wk('HSET', META, 'profiles', F.fmt(n + 1))
   F.w('HSET', P .. 'profkey', r.profile_key, F.fmt(n))
   F.wk('HSET', F.pkey(n), 'gpus', F.fmt(r.gpus), 'model', r.gpu_model,
-    'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'labels', r.labels)
+    'mem', F.fmt(r.mem), 'disk', F.fmt(r.disk), 'labels', r.labels, 'kinds', r.kinds)
   return n
 end
 

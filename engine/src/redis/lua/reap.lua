@@ -75,10 +75,12 @@ function F.judge_unworkable(budget, report)
           victims[#victims + 1] = job
         end
       end
+      -- The reason, as Rust words it: JobError::unworkable (its start is in the config) and
+      -- class::first_unmet.
+      local error = #victims > 0 and C.unworkable_error .. F.first_unmet(F.class(cid), seen)
       for _, job in ipairs(victims) do
         F.unqueue(job)
-        -- The reason, as Rust words it (JobError::unworkable, sent in the config).
-        F.wk('HSET', F.jkey(job), 'error', C.unworkable_error)
+        F.wk('HSET', F.jkey(job), 'error', error)
         F.finish(job, 'unworkable')
         report.unworkable = report.unworkable + 1
         budget = budget - 1

@@ -69,6 +69,7 @@ impl MemStore {
                 gpu_mem_gb: p.profile.gpu_mem_gb,
                 disk_gb: p.profile.disk_gb,
                 labels: p.profile.labels.clone(),
+                kinds: p.profile.kinds.clone(),
                 last_seen: p.last_seen,
             })
             .collect();

@@ -210,6 +210,9 @@ pub(super) struct Revoked {
 
 /// Checks a machine spec against the limits; the error names the field. Public so that every
 /// store (RedisStore judges it before sending) refuses exactly what MemStore refuses.
+/// Kinds one machine may advertise: its executors and command kinds.
+pub const MAX_MACHINE_KINDS: usize = 64;
+
 pub fn check_machine_spec(spec: &MachineSpec, config: &EngineConfig) -> Result<(), Refusal> {
     let invalid = |field: &str, reason: String| {
         Err(Refusal::Invalid(crate::core::class::InvalidJob {
@@ -231,6 +234,24 @@ pub fn check_machine_spec(spec: &MachineSpec, config: &EngineConfig) -> Result<(
     }
     if !spec.cost_per_hour.is_finite() || spec.cost_per_hour < 0.0 {
         return invalid("cost_per_hour", "must be a finite number, 0 or more".into());
+    }
+    if spec.kinds.len() > MAX_MACHINE_KINDS {
+        return invalid("kinds", format!("at most {MAX_MACHINE_KINDS}"));
+    }
+    let max_kind = config.limits.max_kind_bytes as usize;
+    if let Some(kind) = spec
+        .kinds
+        .iter()
+        .find(|k| k.is_empty() || k.len() > max_kind)
+    {
+        return invalid(
+            "kinds",
+            format!("{kind:?}: each must be 1 to {max_kind} bytes"),
+        );
+    }
+    // Sorted so that machines running the same kinds share one profile.
+    if !spec.kinds.windows(2).all(|w| w[0] < w[1]) {
+        return invalid("kinds", "must be sorted without repeats".into());
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use super::claim::allows;
 use super::views::spend;
 use super::{MachineState, MemStore};
+use crate::core::class::first_unmet;
 use crate::core::lifecycle::{AttemptEnd, Next};
 use crate::core::{ClassId, JobError, JobId, JobState, StateName};
 use crate::store::journal::RevokeReason;
@@ -136,7 +137,15 @@ impl MemStore {
                 .map(|&(job, _)| job)
                 .take(*budget as usize)
                 .collect();
-            let error: Box<str> = JobError::unworkable(window).to_stored().into();
+            let seen_profiles: Vec<&crate::core::model::Profile> = self
+                .profiles
+                .iter()
+                .filter(|p| seen(p.last_seen))
+                .map(|p| &p.profile)
+                .collect();
+            let req = &self.classes[class.0 as usize].req;
+            let unmet = first_unmet(req, &seen_profiles, &self.config);
+            let error: Box<str> = JobError::unworkable(window, &unmet).to_stored().into();
             for job in victims {
                 self.unqueue(job);
                 if let Some(record) = self.jobs.get_mut(&job) {
