@@ -6,10 +6,14 @@
 //! - `events`, `rng`, `trace`: the event queue, the seeded streams, the trace digest;
 //! - `workload`, `metrics`: arrivals and service times; what a run measured;
 //! - `run`, `report`, `summary`: one run, what it reports, and that as text for people;
-//! - `sweep`: many seeds on every core, and their figures aggregated.
+//! - `sweep`: many seeds on every core, and their figures aggregated;
+//! - `forecast`: a grid (or a bisection) over numeric fields, SLOs and the cheapest point
+//!   meeting them; `parallel`: spreading runs over every core.
 
 pub mod events;
+pub mod forecast;
 pub mod metrics;
+pub mod parallel;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -1,7 +1,10 @@
-//! `drover-sim`: run a scenario, or sweep it over many seeds.
+//! `drover-sim`: run a scenario, sweep it over many seeds, or forecast the fleet it needs.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drover_sim::forecast::slo::Slo;
+use drover_sim::forecast::vary::Axis;
+use drover_sim::forecast::{search, Forecast, ForecastReport};
 use drover_sim::run::run;
 use drover_sim::scenario::Scenario;
 use drover_sim::sweep::sweep;
@@ -53,6 +56,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs a scenario over a grid of values of its numeric fields, several seeds a point, and
+    /// finds the cheapest point that meets every SLO.
+    Forecast {
+        file: PathBuf,
+        /// A numeric field and its values: KEY=LO..HI[:STEP] or KEY=A,B,C, e.g.
+        /// pool.gpu.machines=8..16 or engine.lease_ttl=10s..60s:10s. Repeat for a grid.
+        #[arg(long, value_name = "KEY=LO..HI[:STEP]", required = true)]
+        vary: Vec<String>,
+        /// A bound on a figure, judged at the worse end of its 95% interval, e.g.
+        /// wait_p99<=30s, jct_p50<=2m, dead_rate<=0.001, utilization>=0.6, cost_per_job<=0.02.
+        #[arg(long, value_name = "EXPR")]
+        slo: Vec<String>,
+        /// Seeds a point: the scenario's seed and the ones after it.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Searches this varied field by bisection (it must make the SLOs easier to meet as it
+        /// grows, as machines do) instead of running every value.
+        #[arg(long, value_name = "KEY")]
+        minimize: Option<String>,
+        /// Worker threads (default: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,7 +118,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             check_chaos(chaos)?;
             let scenario = load(&file)?;
             let seed = seed.unwrap_or(scenario.seed);
-            let bar = progress_bar();
+            let bar = progress_bar(FRACTION_TEMPLATE);
             let report = run(scenario, seed, chaos, |fraction| {
                 if let Some(bar) = &bar {
                     bar.set_position((fraction * 1000.0) as u64);
@@ -120,7 +148,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             check_chaos(chaos)?;
             let (from, to) = parse_seeds(&seeds)?;
             let scenario = load(&file)?;
-            let bar = progress_bar().inspect(|b| b.set_length(to - from));
+            let bar = progress_bar(RUNS_TEMPLATE).inspect(|b| b.set_length(to - from));
             let report = sweep(scenario, from, to, chaos, threads, |_| {
                 if let Some(bar) = &bar {
                     bar.inc(1);
@@ -140,7 +168,84 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Forecast {
+            file,
+            vary,
+            slo,
+            seeds,
+            minimize,
+            threads,
+            json,
+        } => {
+            let report = forecast(&file, &vary, &slo, seeds, minimize.as_deref(), threads)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.human());
+            }
+            let violations: u64 = report.points.iter().map(|p| p.violations).sum();
+            Ok(if violations > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
+}
+
+fn forecast(
+    file: &std::path::Path,
+    vary: &[String],
+    slo: &[String],
+    seeds: u64,
+    minimize: Option<&str>,
+    threads: usize,
+) -> anyhow::Result<ForecastReport> {
+    anyhow::ensure!(
+        (1..=1000).contains(&seeds),
+        "--seeds {seeds}: give 1 to 1000 seeds a point (2 or more for a confidence interval)"
+    );
+    let axes = vary
+        .iter()
+        .map(|v| Axis::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, axis) in axes.iter().enumerate() {
+        if axes[..i].iter().any(|a| a.key() == axis.key()) {
+            anyhow::bail!("--vary {}: the field is varied twice", axis.key());
+        }
+    }
+    let slos = slo
+        .iter()
+        .map(|s| Slo::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read the scenario", file.display()))?;
+    let spec = Forecast {
+        text,
+        file: file.display().to_string(),
+        axes,
+        slos,
+        seeds,
+        threads,
+    };
+    let planned = match minimize {
+        Some(key) => search::planned_points(&spec, key),
+        None => spec.axes.iter().map(|a| a.values.len() as u64).product(),
+    };
+    let bar = progress_bar(RUNS_TEMPLATE).inspect(|b| b.set_length(planned * seeds));
+    let tick = || {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    };
+    let report = match minimize {
+        Some(key) => spec.run_search(key, tick),
+        None => spec.run_grid(tick),
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report?)
 }
 
 fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
@@ -159,15 +264,17 @@ fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
     Ok((from, to))
 }
 
+/// How the bar reads for one run, and for many (with a count and an estimate of the time left).
+const FRACTION_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {wide_bar} {percent}%";
+const RUNS_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} runs, ETA {eta}";
+
 /// A progress bar on stderr, shown after a second, only when stderr is a terminal.
-fn progress_bar() -> Option<ProgressBar> {
+fn progress_bar(template: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(1000);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}%").ok()?,
-    );
+    bar.set_style(ProgressStyle::with_template(template).ok()?);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     let shown = bar.clone();
