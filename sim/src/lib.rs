@@ -6,12 +6,15 @@
 //! - `events`, `rng`, `trace`: the event queue, the seeded streams, the trace digest;
 //! - `workload`, `metrics`: arrivals and service times; what a run measured;
 //! - `run`, `report`, `summary`: one run, what it reports, and that as text for people;
+//! - `html`: `--report` pages with charts;
+//! - `timeline`: the run over time in a fixed number of samples, for charts;
 //! - `sweep`: many seeds on every core, and their figures aggregated;
 //! - `forecast`: a grid (or a bisection) over numeric fields, SLOs and the cheapest point
 //!   meeting them; `parallel`: spreading runs over every core.
 
 pub mod events;
 pub mod forecast;
+pub mod html;
 pub mod metrics;
 pub mod parallel;
 pub mod report;
@@ -20,6 +23,7 @@ pub mod run;
 pub mod scenario;
 pub mod summary;
 pub mod sweep;
+pub mod timeline;
 pub mod trace;
 pub mod workload;
 pub mod world;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use drover_sim::forecast::slo::Slo;
 use drover_sim::forecast::vary::Axis;
 use drover_sim::forecast::{search, Forecast, ForecastReport};
+use drover_sim::html;
 use drover_sim::run::run;
 use drover_sim::scenario::Scenario;
 use drover_sim::sweep::sweep;
@@ -41,6 +42,9 @@ enum Command {
         /// One JSON object instead of the readable summary.
         #[arg(long)]
         json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Run one scenario under many seeds, on every core; report the failing seeds.
     Sweep {
@@ -55,6 +59,9 @@ enum Command {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Runs a scenario over a grid of values of its numeric fields, several seeds a point, and
     /// finds the cheapest point that meets every SLO.
@@ -80,6 +87,9 @@ enum Command {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
 }
 
@@ -114,6 +124,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             chaos,
             json,
+            report: report_dir,
         } => {
             check_chaos(chaos)?;
             let scenario = load(&file)?;
@@ -126,6 +137,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             });
             if let Some(bar) = bar {
                 bar.finish_and_clear();
+            }
+            if let Some(dir) = report_dir {
+                let name = format!("{}-run-seed{seed}.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::run_page(&report))?;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -144,18 +159,25 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             chaos,
             threads,
             json,
+            report: report_dir,
         } => {
             check_chaos(chaos)?;
             let (from, to) = parse_seeds(&seeds)?;
             let scenario = load(&file)?;
             let bar = progress_bar(RUNS_TEMPLATE).inspect(|b| b.set_length(to - from));
-            let report = sweep(scenario, from, to, chaos, threads, |_| {
+            let report = sweep(scenario.clone(), from, to, chaos, threads, |_| {
                 if let Some(bar) = &bar {
                     bar.inc(1);
                 }
             });
             if let Some(bar) = bar {
                 bar.finish_and_clear();
+            }
+            if let Some(dir) = report_dir {
+                // The first seed again, in full, for the page's run charts.
+                let first = run(scenario.clone(), from, chaos, |_| {});
+                let name = format!("{}-sweep.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::sweep_page(&report, &first))?;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -176,8 +198,14 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             minimize,
             threads,
             json,
+            report: report_dir,
         } => {
-            let report = forecast(&file, &vary, &slo, seeds, minimize.as_deref(), threads)?;
+            let (spec, report) = forecast(&file, &vary, &slo, seeds, minimize.as_deref(), threads)?;
+            if let Some(dir) = report_dir {
+                let detail = forecast_detail(&spec, &report)?;
+                let name = format!("{}-forecast.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::forecast_page(&report, detail.as_ref()))?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -200,7 +228,7 @@ fn forecast(
     seeds: u64,
     minimize: Option<&str>,
     threads: usize,
-) -> anyhow::Result<ForecastReport> {
+) -> anyhow::Result<(Forecast, ForecastReport)> {
     anyhow::ensure!(
         (1..=1000).contains(&seeds),
         "--seeds {seeds}: give 1 to 1000 seeds a point (2 or more for a confidence interval)"
@@ -245,7 +273,34 @@ fn forecast(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(report?)
+    let report = report?;
+    Ok((spec, report))
+}
+
+/// One run of the recommended point (or the first) with the first seed, for the page's run
+/// charts.
+fn forecast_detail(
+    spec: &Forecast,
+    report: &ForecastReport,
+) -> anyhow::Result<Option<drover_sim::run::RunReport>> {
+    let point = report
+        .points
+        .iter()
+        .find(|p| Some(&p.params) == report.recommended.as_ref())
+        .or(report.points.first());
+    let Some(point) = point else {
+        return Ok(None);
+    };
+    let scenario = spec.scenario_at(&point.values)?;
+    let seed = report.seeds.first().copied().unwrap_or(scenario.seed);
+    Ok(Some(run(scenario, seed, None, |_| {})))
+}
+
+fn write_report(dir: &std::path::Path, name: &str, page: &str) -> anyhow::Result<()> {
+    let path = html::write(dir, name, page)
+        .with_context(|| format!("--report {}: cannot write the report", dir.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
 }
 
 fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {

@@ -230,6 +230,8 @@ pub struct World {
     history: Vec<HistoryEvent>,
     next_serial: u64,
     pub metrics: Metrics,
+    /// The run over time, for charts; sampling it changes nothing else.
+    pub timeline: crate::timeline::Timeline,
     pub trace: Trace,
     pub stats: WorldStats,
 }
@@ -329,6 +331,7 @@ impl World {
                 scenario.pools.len(),
             ),
             quiet_from: window_end,
+            timeline: crate::timeline::Timeline::new(scenario.duration),
             config,
             queue: EventQueue::default(),
             now: Time::ZERO,
@@ -381,6 +384,10 @@ impl World {
         };
         if at > horizon {
             return false;
+        }
+        if self.timeline.due(at) {
+            let state = self.sample();
+            self.timeline.record(at, state);
         }
         self.now = at;
         let (tag, a, b, c) = event.trace_key();

@@ -1,0 +1,207 @@
+//! A forecast's page: cost per job and p99 wait against the varied field (one line per
+//! combination of the other fields), the SLO's bound and the recommended point marked; a
+//! table of every point; then the recommended point's run in full.
+
+use super::charts::{line_chart, LineChart, Series};
+use super::run::run_sections;
+use super::{escape, figure, page, table};
+use crate::forecast::slo::Slo;
+use crate::forecast::{ForecastReport, PointReport};
+use crate::report::RunReport;
+
+/// The figures the table shows, with their units.
+const COLUMNS: &[(&str, &str)] = &[
+    ("wait_mean", "s"),
+    ("wait_p99", "s"),
+    ("jct_p50", "s"),
+    ("jct_p99", "s"),
+    ("dead_rate", ""),
+    ("utilization", ""),
+    ("cost_per_hour", "$"),
+    ("cost_per_job", "$"),
+];
+
+/// `detail`: one run of the recommended point (or the first point), for its charts.
+pub fn forecast_page(report: &ForecastReport, detail: Option<&RunReport>) -> String {
+    let title = format!("drover-sim forecast: {}", report.scenario);
+    let mut body = verdict(report);
+    for (figure_name, title, unit) in [
+        ("cost_per_job", "cost per succeeded job", "dollars"),
+        ("wait_p99", "99th percentile queue wait", "seconds"),
+    ] {
+        body += &figure(line_chart(&chart(report, figure_name, title, unit)));
+    }
+    body += "<h2>Every point</h2>\n<p class=\"note\">Mean ± 95% interval across seeds \
+             (Student's t); SLOs are judged at the worse end.</p>\n";
+    body += &points_table(report);
+    if let Some(run) = detail {
+        body += &format!(
+            "<h2>One run of the {} point (seed {})</h2>\n",
+            if report.recommended.is_some() {
+                "recommended"
+            } else {
+                "first"
+            },
+            run.seed
+        );
+        body += &run_sections(run);
+    }
+    page(&title, &body)
+}
+
+fn verdict(report: &ForecastReport) -> String {
+    let mut out = format!(
+        "<p>{} points × {} seeds = {} runs{}. SLOs: {}.</p>\n",
+        report.points.len(),
+        report.seeds.len(),
+        report.runs,
+        report
+            .minimized
+            .as_ref()
+            .map(|k| format!(", bisection over {}", escape(k)))
+            .unwrap_or_default(),
+        escape(&report.slos.join(", "))
+    );
+    out += &match &report.recommended {
+        Some(params) => format!(
+            "<p><strong>Recommended: {}</strong> (the cheapest point meeting every SLO){}</p>\n",
+            escape(&params_text(params)),
+            report
+                .binding_slo
+                .as_ref()
+                .map(|s| format!("; binding SLO there: {}", escape(s)))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "<p><strong>No point meets every SLO.</strong>{}</p>\n",
+            report
+                .binding_slo
+                .as_ref()
+                .map(|s| format!(" Binding SLO: {}.", escape(s)))
+                .unwrap_or_default()
+        ),
+    };
+    out
+}
+
+fn params_text(params: &std::collections::BTreeMap<String, f64>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The axis charts put on x: the searched one, else the first.
+fn x_axis(report: &ForecastReport) -> usize {
+    report
+        .minimized
+        .as_ref()
+        .and_then(|k| report.axes.iter().position(|a| a == k))
+        .unwrap_or(0)
+}
+
+fn chart(report: &ForecastReport, name: &str, title: &str, unit: &str) -> LineChart {
+    let x = x_axis(report);
+    let x_key = report.axes.get(x).cloned().unwrap_or_default();
+    // One line per combination of the other axes' values.
+    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for point in &report.points {
+        let Some(y) = point.metrics[name].mean else {
+            continue;
+        };
+        let label = others(report, point, x);
+        let xy = (point.values[x], y);
+        match groups.iter_mut().find(|g| g.0 == label) {
+            Some(group) => group.1.push(xy),
+            None => groups.push((label, vec![xy])),
+        }
+    }
+    let bound = report
+        .slos
+        .iter()
+        .filter_map(|s| Slo::parse(s).ok())
+        .find(|s| s.figure == name)
+        .map(|s| (s.bound, format!("SLO {}", s.text)));
+    let marker = report
+        .points
+        .iter()
+        .find(|p| Some(&p.params) == report.recommended.as_ref())
+        .and_then(|p| {
+            p.metrics[name]
+                .mean
+                .map(|y| ((p.values[x], y), "recommended".into()))
+        });
+    LineChart {
+        title: title.to_string(),
+        x_label: x_key,
+        y_label: unit.to_string(),
+        series: groups
+            .into_iter()
+            .map(|(name, points)| Series {
+                name: if name.is_empty() {
+                    title.to_string()
+                } else {
+                    name
+                },
+                points,
+            })
+            .collect(),
+        bound,
+        marker,
+        dots: true,
+        ..LineChart::default()
+    }
+}
+
+fn others(report: &ForecastReport, point: &PointReport, x: usize) -> String {
+    report
+        .axes
+        .iter()
+        .zip(&point.values)
+        .enumerate()
+        .filter(|(i, _)| *i != x)
+        .map(|(_, (k, v))| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn points_table(report: &ForecastReport) -> String {
+    let mut header: Vec<String> = report.axes.clone();
+    header.extend(COLUMNS.iter().map(|c| c.0.to_string()));
+    header.extend(["meets SLOs".to_string(), "fails".to_string()]);
+    let rows: Vec<(String, Vec<String>)> = report
+        .points
+        .iter()
+        .map(|p| {
+            let class = if Some(&p.params) == report.recommended.as_ref() {
+                "recommended"
+            } else if p.meets_slo {
+                "meets"
+            } else {
+                ""
+            };
+            let mut cells: Vec<String> = p.values.iter().map(|v| v.to_string()).collect();
+            cells.extend(COLUMNS.iter().map(|(name, unit)| {
+                let e = p.metrics[name];
+                match (e.mean, e.ci95) {
+                    (None, _) => "-".into(),
+                    (Some(m), None) => number(m, unit),
+                    (Some(m), Some(ci)) => format!("{} ± {}", number(m, unit), number(ci, unit)),
+                }
+            }));
+            cells.push(if p.meets_slo { "yes" } else { "no" }.into());
+            cells.push(escape(&p.failed_slos.join(", ")));
+            (class.to_string(), cells)
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+fn number(x: f64, unit: &str) -> String {
+    match unit {
+        "s" => format!("{x:.3}s"),
+        "$" => format!("${x:.4}"),
+        _ => format!("{x:.4}"),
+    }
+}
