@@ -99,11 +99,18 @@ fn cell(name: &str, e: &Estimate) -> String {
         return "-".into();
     };
     let unit = figures::unit_of(name).unwrap_or(Unit::Ratio);
+    // The interval is shown to the mean's precision.
+    let places = match unit {
+        Unit::Seconds => 3,
+        Unit::Dollars if mean.abs() < 0.01 => 6,
+        Unit::Dollars if mean.abs() < 1.0 => 4,
+        Unit::Dollars => 2,
+        Unit::Ratio => 4,
+    };
     let show = |x: f64| match unit {
-        Unit::Seconds => format!("{x:.3}s"),
-        Unit::Dollars if x < 1.0 => format!("${x:.4}"),
-        Unit::Dollars => format!("${x:.2}"),
-        Unit::Ratio => format!("{x:.4}"),
+        Unit::Seconds => format!("{x:.places$}s"),
+        Unit::Dollars => format!("${x:.places$}"),
+        Unit::Ratio => format!("{x:.places$}"),
     };
     match e.ci95 {
         Some(ci) => format!("{}±{}", show(mean), show(ci).trim_start_matches('$')),

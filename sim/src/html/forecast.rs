@@ -187,7 +187,9 @@ fn points_table(report: &ForecastReport) -> String {
                 match (e.mean, e.ci95) {
                     (None, _) => "-".into(),
                     (Some(m), None) => number(m, unit),
-                    (Some(m), Some(ci)) => format!("{} ± {}", number(m, unit), number(ci, unit)),
+                    (Some(m), Some(ci)) => {
+                        format!("{} ± {}", number(m, unit), number_like(ci, m, unit))
+                    }
                 }
             }));
             cells.push(if p.meets_slo { "yes" } else { "no" }.into());
@@ -199,8 +201,14 @@ fn points_table(report: &ForecastReport) -> String {
 }
 
 fn number(x: f64, unit: &str) -> String {
+    number_like(x, x, unit)
+}
+
+/// `x` to the precision `like` is shown with.
+fn number_like(x: f64, like: f64, unit: &str) -> String {
     match unit {
         "s" => format!("{x:.3}s"),
+        "$" if like.abs() < 0.01 => format!("${x:.6}"),
         "$" => format!("${x:.4}"),
         _ => format!("{x:.4}"),
     }
