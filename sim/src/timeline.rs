@@ -19,8 +19,9 @@ pub struct Sample {
     pub busy_gpus: f64,
     /// GPUs of machines that have booted and are alive.
     pub gpus_up: f64,
-    /// Machines alive, booting included.
+    /// Machines alive, booting included, and those of them that have booted.
     pub machines: f64,
+    pub machines_up: f64,
 }
 
 impl Sample {
@@ -40,6 +41,7 @@ impl Sample {
             busy_gpus: m(a.busy_gpus, b.busy_gpus),
             gpus_up: m(a.gpus_up, b.gpus_up),
             machines: m(a.machines, b.machines),
+            machines_up: m(a.machines_up, b.machines_up),
         }
     }
 }

@@ -16,21 +16,24 @@ pub(super) fn run_sections(report: &RunReport) -> String {
     body += "<h2>Queue wait per workload</h2>\n";
     body += &figure(line_chart(&wait_cdf(report)));
     body += "<h2>Over time</h2>\n<p class=\"note\">Shaded: faults, from start to heal.</p>\n";
-    for (title, label, value) in OVER_TIME {
-        let points = report
-            .timeline
-            .samples
+    for (title, label, lines) in OVER_TIME {
+        let series = lines
             .iter()
-            .map(|s| (s.at_s, value(s)))
+            .map(|(name, value)| Series {
+                name: name.to_string(),
+                points: report
+                    .timeline
+                    .samples
+                    .iter()
+                    .map(|s| (s.at_s, value(s)))
+                    .collect(),
+            })
             .collect();
         body += &figure(line_chart(&LineChart {
             title: title.to_string(),
             x_label: "simulated seconds".into(),
             y_label: label.to_string(),
-            series: vec![Series {
-                name: label.to_string(),
-                points,
-            }],
+            series,
             spans: fault_spans(report),
             ..LineChart::default()
         }));
@@ -53,18 +56,27 @@ pub(super) fn run_sections(report: &RunReport) -> String {
 }
 
 type Sampled = fn(&crate::timeline::Sample) -> f64;
-const OVER_TIME: [(&str, &str, Sampled); 3] = [
+/// A chart over time: its title, its y label, and its lines (name, value).
+type OverTime = (&'static str, &'static str, &'static [(&'static str, Sampled)]);
+const OVER_TIME: [OverTime; 3] = [
     (
         "jobs waiting (in the system, not running)",
-        "jobs waiting",
-        |s| s.waiting,
+        "jobs",
+        &[("jobs waiting", |s| s.waiting)],
     ),
-    ("GPU utilisation (busy / up)", "utilisation", |s| {
-        s.utilization()
-    }),
-    ("machines alive (booting included)", "machines", |s| {
-        s.machines
-    }),
+    (
+        "GPU utilisation (busy / up)",
+        "utilisation",
+        &[("utilisation", |s| s.utilization())],
+    ),
+    (
+        "machines alive",
+        "machines",
+        &[
+            ("alive (booting included)", |s| s.machines),
+            ("booted", |s| s.machines_up),
+        ],
+    ),
 ];
 
 fn headline(report: &RunReport) -> String {

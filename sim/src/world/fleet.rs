@@ -429,10 +429,11 @@ impl World {
 
     /// The fleet and queue now, for the timeline.
     pub(super) fn sample(&self) -> crate::timeline::Sample {
-        let (mut busy, mut up, mut running) = (0u64, 0u64, 0u64);
+        let (mut busy, mut up, mut running, mut booted) = (0u64, 0u64, 0u64, 0u64);
         for machine in self.machines.iter().filter(|m| m.alive) {
             if machine.agent.is_some() {
                 up += u64::from(self.scenario.pools[machine.pool as usize].gpus);
+                booted += 1;
             }
             for attempt in machine.running.values() {
                 busy += u64::from(attempt.gpus);
@@ -445,6 +446,7 @@ impl World {
             busy_gpus: busy as f64,
             gpus_up: up as f64,
             machines: f64::from(self.alive_per_pool.iter().sum::<u32>()),
+            machines_up: booted as f64,
         }
     }
 
