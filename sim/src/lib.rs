@@ -5,6 +5,7 @@
 //! - `world`: the simulated fleet, network, Redis, producers and faults;
 //! - `events`, `rng`, `trace`: the event queue, the seeded streams, the trace digest;
 //! - `workload`, `metrics`: arrivals and service times; what a run measured;
+//! - `baseline`: the bare M/M/c loop the simulator's speed is measured against;
 //! - `run`, `report`, `summary`: one run, what it reports, and that as text for people;
 //! - `html`: `--report` pages with charts;
 //! - `timeline`: the run over time in a fixed number of samples, for charts;
@@ -12,6 +13,7 @@
 //! - `forecast`: a grid (or a bisection) over numeric fields, SLOs and the cheapest point
 //!   meeting them; `parallel`: spreading runs over every core.
 
+pub mod baseline;
 pub mod events;
 pub mod forecast;
 pub mod html;

@@ -63,6 +63,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
     },
+    /// Measures the simulator on a scenario against a bare binary-heap M/M/c loop over the
+    /// same number of jobs.
+    Speed {
+        file: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a scenario over a grid of values of its numeric fields, several seeds a point, and
     /// finds the cheapest point that meets every SLO.
     Forecast {
@@ -189,6 +198,17 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Speed { file, seed, json } => {
+            let scenario = load(&file)?;
+            let seed = seed.unwrap_or(scenario.seed);
+            let report = drover_sim::baseline::speed_check(scenario, seed);
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Forecast {
             file,

@@ -249,3 +249,25 @@ fn forecast_bad_input_exits_2_naming_what_is_wrong() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn speed_json_sets_the_simulator_beside_the_bare_loop() {
+    let out = sim()
+        .args(["speed", &scenario("mmc-check.toml"), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = report["jobs"].as_u64().unwrap();
+    assert!(jobs > 100_000);
+    assert_eq!(report["baseline"]["queue"]["jobs"], jobs);
+    assert_eq!(report["baseline"]["queue"]["servers"], 10);
+    assert_eq!(report["baseline"]["events"], 2 * jobs);
+    let ratio = report["ratio"].as_f64().unwrap();
+    // The bare loop does far less per job than the simulated engine.
+    assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
+}

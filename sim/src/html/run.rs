@@ -57,7 +57,11 @@ pub(super) fn run_sections(report: &RunReport) -> String {
 
 type Sampled = fn(&crate::timeline::Sample) -> f64;
 /// A chart over time: its title, its y label, and its lines (name, value).
-type OverTime = (&'static str, &'static str, &'static [(&'static str, Sampled)]);
+type OverTime = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, Sampled)],
+);
 const OVER_TIME: [OverTime; 3] = [
     (
         "jobs waiting (in the system, not running)",
