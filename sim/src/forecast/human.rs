@@ -2,6 +2,7 @@
 //! binds.
 
 use super::figures::{self, Unit};
+use super::slo::Slo;
 use super::stats::Estimate;
 use super::ForecastReport;
 
@@ -17,13 +18,9 @@ const SHOWN: &[&str] = &[
 impl ForecastReport {
     pub fn human(&self) -> String {
         let mut shown: Vec<&str> = SHOWN.to_vec();
-        for point in self.points.iter().take(1) {
-            for slo in &self.slos {
-                if let Some(name) = point.metrics.keys().find(|k| slo.starts_with(*k)) {
-                    if !shown.contains(name) {
-                        shown.push(name);
-                    }
-                }
+        for slo in self.slos.iter().filter_map(|s| Slo::parse(s).ok()) {
+            if !shown.contains(&slo.figure) {
+                shown.push(slo.figure);
             }
         }
         let mut out = format!(
