@@ -1,8 +1,9 @@
 //! What a run looked like over time, for charts: jobs waiting, GPUs busy and up, machines
-//! alive, sampled at fixed steps of simulated time into at most `MAX_SAMPLES` samples. When
-//! the run outlasts them, neighbouring samples are averaged in pairs and the step doubles, so
-//! memory stays fixed however long the run (never a point per event). Sampling only reads the
-//! world: it draws no random number and records nothing in the trace.
+//! alive. The world's state is read 8 times a step of simulated time and the readings are
+//! averaged into one sample a step, at most `MAX_SAMPLES` samples. When the run outlasts them,
+//! neighbouring samples are averaged in pairs and the step doubles, so memory stays fixed
+//! however long the run (never a point per event). Reading only looks at the world: it draws
+//! no random number and records nothing in the trace.
 
 use drover_engine::core::{Span, Time};
 use serde::Serialize;
@@ -50,42 +51,76 @@ impl Sample {
 pub struct Timeline {
     /// Seconds between samples.
     pub step_s: f64,
+    /// Each the mean of `READINGS` readings evenly spaced over its step, at the step's start.
     pub samples: Vec<Sample>,
     #[serde(skip)]
     step: Span,
+    /// The next reading, and the sum of this step's readings so far.
     #[serde(skip)]
     next: Time,
+    #[serde(skip)]
+    pending: (Sample, u32),
 }
+
+/// Readings a sample averages: one reading a step would catch the queue at random instants.
+const READINGS: u32 = 8;
 
 impl Timeline {
     /// Sampling every `expected / (MAX_SAMPLES / 2)`: a run that lasts `expected` fills half.
     pub fn new(expected: Span) -> Timeline {
-        let step = Span::from_micros((expected.as_micros() / (MAX_SAMPLES as u64 / 2)).max(1));
+        // A whole number of microseconds between readings.
+        let gap = (expected.as_micros() / (MAX_SAMPLES as u64 / 2) / u64::from(READINGS)).max(1);
+        let step = Span::from_micros(gap * u64::from(READINGS));
         Timeline {
             step_s: step.as_secs_f64(),
             samples: Vec::with_capacity(MAX_SAMPLES),
             step,
             next: Time::ZERO,
+            pending: (Sample::default(), 0),
         }
     }
 
-    /// Whether a sample falls due before `now`: the world calls `record` with its state then.
+    /// Whether a reading falls due before `now`: the world calls `record` with its state then.
     pub fn due(&self, now: Time) -> bool {
         now >= self.next
     }
 
-    /// Records `state` for every sampling instant up to `now` (the state held since the last
-    /// event, so it held at each of them).
+    /// Takes `state` as the reading at every reading instant up to `now` (the state held
+    /// since the last event, so it held at each of them).
     pub fn record(&mut self, now: Time, state: Sample) {
         while now >= self.next {
-            if self.samples.len() == MAX_SAMPLES {
-                self.halve();
+            let (sum, readings) = &mut self.pending;
+            sum.waiting += state.waiting;
+            sum.busy_gpus += state.busy_gpus;
+            sum.gpus_up += state.gpus_up;
+            sum.machines += state.machines;
+            sum.machines_up += state.machines_up;
+            *readings += 1;
+            if *readings == READINGS {
+                self.close_step();
             }
-            self.samples.push(Sample {
-                at_s: self.next.as_secs_f64(),
-                ..state
-            });
-            self.next = self.next.plus(self.step);
+            self.next = self.next.plus(self.reading_gap());
+        }
+    }
+
+    fn reading_gap(&self) -> Span {
+        Span::from_micros(self.step.as_micros() / u64::from(READINGS))
+    }
+
+    /// The step's readings become one sample; a full timeline then halves.
+    fn close_step(&mut self) {
+        let (sum, n) = std::mem::take(&mut self.pending);
+        let n = f64::from(n);
+        self.samples.push(Sample {
+            at_s: self.samples.len() as f64 * self.step_s,
+            waiting: sum.waiting / n,
+            busy_gpus: sum.busy_gpus / n,
+            gpus_up: sum.gpus_up / n,
+            machines: sum.machines / n,
+            machines_up: sum.machines_up / n,
+        });
+        if self.samples.len() == MAX_SAMPLES {
+            self.halve();
         }
     }
 
@@ -102,9 +137,10 @@ impl Timeline {
             .collect();
         self.step = self.step.saturating_mul(2);
         self.step_s = self.step.as_secs_f64();
-        // The next instant stays on the doubled grid: every sample covers one step.
+        // The next reading starts the next step of the doubled grid (the step stays a
+        // multiple of READINGS microseconds, so readings stay evenly spaced).
         let step = self.step.as_micros();
-        self.next = Time(self.samples.len() as u64 * step);
+        self.next = Time(self.samples.len() as u64 * step - self.reading_gap().as_micros());
     }
 }
 
@@ -122,33 +158,38 @@ mod tests {
     #[test]
     fn samples_each_step_and_stays_bounded() {
         let mut timeline = Timeline::new(Span::from_secs(128));
-        // One second a step; an event every 0.5 s for 10,000 s.
-        for half in 0..20_000u64 {
-            let now = Time(half * 500_000);
+        // One second a step; an event every 0.05 s for 10,000 s, the queue the time in s.
+        for tick in 0..200_000u64 {
+            let now = Time(tick * 50_000);
             if timeline.due(now) {
-                timeline.record(now, state(half as f64));
+                timeline.record(now, state(now.as_secs_f64()));
             }
         }
         assert!(timeline.samples.len() <= MAX_SAMPLES);
         assert!(timeline.samples.len() >= MAX_SAMPLES / 2);
-        // Every sample sits on the step grid.
         for (i, s) in timeline.samples.iter().enumerate() {
+            // On the step grid, each the mean over its step of a ramp: its middle, less the
+            // lag of the state held since the last event (under 0.05 s).
+            let start = i as f64 * timeline.step_s;
+            assert!((s.at_s - start).abs() < 1e-6, "{i}: {s:?}");
+            let middle = start + timeline.step_s / 2.0;
             assert!(
-                (s.at_s - i as f64 * timeline.step_s).abs() < 1e-6,
+                (s.waiting - middle).abs() < timeline.step_s * 0.1,
                 "{i}: {s:?}"
             );
         }
-        // After merging, each sample is the mean over its step: a steady ramp stays a ramp.
         let last = timeline.samples.last().unwrap();
         assert!(last.at_s > 9_000.0 && last.at_s < 10_000.0, "{last:?}");
     }
 
     #[test]
-    fn a_long_gap_repeats_the_state_that_held() {
+    fn a_sample_is_the_mean_of_its_readings() {
         let mut timeline = Timeline::new(Span::from_secs(128));
+        // One second a step, a reading every 1/8 s: 3 for the first half, 7 after.
         timeline.record(Time::ZERO, state(3.0));
-        timeline.record(Time(5_500_000), state(7.0));
+        timeline.record(Time(375_000), state(3.0));
+        timeline.record(Time(3_000_000), state(7.0));
         let waiting: Vec<f64> = timeline.samples.iter().map(|s| s.waiting).collect();
-        assert_eq!(waiting, [3.0, 7.0, 7.0, 7.0, 7.0, 7.0]);
+        assert_eq!(waiting, [5.0, 7.0, 7.0]);
     }
 }
