@@ -25,9 +25,12 @@ pub struct ChartError {
     pub message: String,
 }
 
+#[derive(Default)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Half-widths of an interval about each point (a 95% interval), drawn as error bars.
+    pub errors: Vec<f64>,
 }
 
 /// A span of x shaded and labelled (a fault).
@@ -89,10 +92,13 @@ fn draw_lines<'s>(
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = range(xs.chain(chart.marker.iter().map(|m| m.0 .0)), false);
-    let ys = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1));
+    // The y range covers the error bars too.
+    let ys = chart.series.iter().flat_map(|s| {
+        s.points.iter().enumerate().flat_map(|(i, p)| {
+            let e = s.errors.get(i).copied().unwrap_or(0.0);
+            [p.1 - e, p.1 + e]
+        })
+    });
     let extra = chart.bound.iter().map(|b| b.0);
     let (y0, y1) = range(ys.chain(extra), true);
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
@@ -132,6 +138,9 @@ fn draw_lines<'s>(
         ))?
         .label(series.name.as_str())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        plot.draw_series(series.points.iter().zip(&series.errors).map(|(p, e)| {
+            PathElement::new(vec![(p.0, p.1 - e), (p.0, p.1 + e)], colour.stroke_width(1))
+        }))?;
         if chart.dots {
             plot.draw_series(
                 series
@@ -236,6 +245,7 @@ mod tests {
             series: vec![Series {
                 name: "infer".into(),
                 points: vec![(0.0, 0.0), (1.0, 0.5), (2.0, 1.0)],
+                errors: vec![0.1, 0.2, 0.1],
             }],
             spans: vec![Span { from: 0.5, to: 0.7 }],
             bound: Some((0.8, "SLO".into())),

@@ -1,5 +1,6 @@
 //! A forecast's page: cost per job and p99 wait against the varied field (one line per
-//! combination of the other fields), the SLO's bound and the recommended point marked; a
+//! combination of the other fields, 95% intervals as error bars), the SLO's bound and the
+//! recommended point marked; a
 //! table of every point; then the recommended point's run in full.
 
 use super::charts::{line_chart, LineChart, Series};
@@ -104,18 +105,23 @@ fn x_axis(report: &ForecastReport) -> usize {
 fn chart(report: &ForecastReport, name: &str, title: &str, unit: &str) -> LineChart {
     let x = x_axis(report);
     let x_key = report.axes.get(x).cloned().unwrap_or_default();
-    // One line per combination of the other axes' values.
-    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    // One line per combination of the other axes' values: (label, points, half-widths).
+    let mut groups: Vec<(String, Vec<(f64, f64)>, Vec<f64>)> = Vec::new();
     for point in &report.points {
-        let Some(y) = point.metrics[name].mean else {
+        let estimate = point.metrics[name];
+        let Some(y) = estimate.mean else {
             continue;
         };
         let label = others(report, point, x);
-        let xy = (point.values[x], y);
-        match groups.iter_mut().find(|g| g.0 == label) {
-            Some(group) => group.1.push(xy),
-            None => groups.push((label, vec![xy])),
-        }
+        let index = match groups.iter().position(|g| g.0 == label) {
+            Some(i) => i,
+            None => {
+                groups.push((label, Vec::new(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[index].1.push((point.values[x], y));
+        groups[index].2.push(estimate.ci95.unwrap_or(0.0));
     }
     let bound = report
         .slos
@@ -138,13 +144,14 @@ fn chart(report: &ForecastReport, name: &str, title: &str, unit: &str) -> LineCh
         y_label: unit.to_string(),
         series: groups
             .into_iter()
-            .map(|(name, points)| Series {
+            .map(|(name, points, errors)| Series {
                 name: if name.is_empty() {
                     title.to_string()
                 } else {
                     name
                 },
                 points,
+                errors,
             })
             .collect(),
         bound,

@@ -27,6 +27,7 @@ pub(super) fn run_sections(report: &RunReport) -> String {
                     .iter()
                     .map(|s| (s.at_s, value(s)))
                     .collect(),
+                ..Series::default()
             })
             .collect();
         body += &figure(line_chart(&LineChart {
@@ -134,6 +135,7 @@ fn wait_cdf(report: &RunReport) -> LineChart {
             .map(|w| Series {
                 name: w.name.clone(),
                 points: w.wait_cdf.iter().map(|p| (p[0], p[1])).collect(),
+                ..Series::default()
             })
             .collect(),
         ..LineChart::default()

@@ -25,6 +25,7 @@ pub fn sweep_page(sweep: &SweepReport, first: &RunReport) -> String {
             .iter()
             .filter_map(|r| value(r).map(|v| (r.seed as f64, v)))
             .collect(),
+        ..Series::default()
     };
     body += &figure(line_chart(&LineChart {
         title: "queue wait per seed".into(),
