@@ -105,23 +105,29 @@ fn x_axis(report: &ForecastReport) -> usize {
 fn chart(report: &ForecastReport, name: &str, title: &str, unit: &str) -> LineChart {
     let x = x_axis(report);
     let x_key = report.axes.get(x).cloned().unwrap_or_default();
-    // One line per combination of the other axes' values: (label, points, half-widths).
-    let mut groups: Vec<(String, Vec<(f64, f64)>, Vec<f64>)> = Vec::new();
+    // One line per combination of the other axes' values.
+    let mut groups: Vec<Series> = Vec::new();
     for point in &report.points {
         let estimate = point.metrics[name];
         let Some(y) = estimate.mean else {
             continue;
         };
         let label = others(report, point, x);
-        let index = match groups.iter().position(|g| g.0 == label) {
+        let index = match groups.iter().position(|g| g.name == label) {
             Some(i) => i,
             None => {
-                groups.push((label, Vec::new(), Vec::new()));
+                groups.push(Series {
+                    name: label,
+                    ..Series::default()
+                });
                 groups.len() - 1
             }
         };
-        groups[index].1.push((point.values[x], y));
-        groups[index].2.push(estimate.ci95.unwrap_or(0.0));
+        groups[index].points.push((point.values[x], y));
+        groups[index].errors.push(estimate.ci95.unwrap_or(0.0));
+    }
+    for group in groups.iter_mut().filter(|g| g.name.is_empty()) {
+        group.name = title.to_string();
     }
     let bound = report
         .slos
@@ -142,18 +148,7 @@ fn chart(report: &ForecastReport, name: &str, title: &str, unit: &str) -> LineCh
         title: title.to_string(),
         x_label: x_key,
         y_label: unit.to_string(),
-        series: groups
-            .into_iter()
-            .map(|(name, points, errors)| Series {
-                name: if name.is_empty() {
-                    title.to_string()
-                } else {
-                    name
-                },
-                points,
-                errors,
-            })
-            .collect(),
+        series: groups,
         bound,
         marker,
         dots: true,
