@@ -141,3 +141,45 @@ fn fields_the_file_leaves_out_are_added() {
     let error = bad.unwrap_err().to_string();
     assert!(error.contains("heartbeat"), "{error}");
 }
+
+/// A bundled scenario with `overrides` (path, value) set.
+fn bundled_with(name: &str, overrides: &[(&str, f64)]) -> drover_sim::scenario::Scenario {
+    use drover_sim::scenario::{FieldPath, Override, Scenario};
+    let file = format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let overrides: Vec<Override> = overrides
+        .iter()
+        .map(|(path, value)| {
+            let path = FieldPath::parse(path).unwrap();
+            let literal = path.literal(*value).unwrap();
+            Override { path, literal }
+        })
+        .collect();
+    Scenario::parse_with(&text, &file, &overrides).unwrap()
+}
+
+#[test]
+fn paths_reach_inline_tables_named_elements_and_faults() {
+    use drover_sim::scenario::{Arrivals, FaultKind, Lifetime};
+    let spot = bundled_with(
+        "spot-churn.toml",
+        &[
+            ("pool.spot-v100.lifetime.mean", 5400.0),
+            ("pool[1].machines", 3.0),
+            ("workload.short.arrivals.rate_per_s", 0.25),
+        ],
+    );
+    assert!(
+        matches!(spot.pools[0].lifetime, Lifetime::Exponential { mean } if mean.as_secs_f64() == 5400.0)
+    );
+    assert_eq!(spot.pools[1].machines, 3);
+    assert!(
+        matches!(spot.workloads[1].arrivals, Arrivals::Poisson { rate_per_s } if rate_per_s == 0.25)
+    );
+    // Untouched fields keep the file's values.
+    assert_eq!(spot.pools[0].machines, 64);
+    let cut = bundled_with("partition.toml", &[("fault[0].fraction", 0.25)]);
+    assert!(
+        matches!(cut.faults[0].kind, FaultKind::Partition { fraction, .. } if fraction == 0.25)
+    );
+}
