@@ -183,3 +183,14 @@ fn paths_reach_inline_tables_named_elements_and_faults() {
         matches!(cut.faults[0].kind, FaultKind::Partition { fraction, .. } if fraction == 0.25)
     );
 }
+
+#[test]
+fn threads_do_not_change_the_forecast() {
+    let run = |threads| {
+        let mut spec = forecast(&["pool.gpu.machines=9..11"], &["wait_p99<=2s"], 1_000);
+        spec.threads = threads;
+        let report = spec.run_grid(|| {}).unwrap();
+        serde_json::to_string(&report).unwrap()
+    };
+    assert_eq!(run(1), run(3));
+}
