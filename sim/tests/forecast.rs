@@ -26,8 +26,12 @@ fn forecast(vary: &[&str], slos: &[&str], duration_s: u64) -> Forecast {
 
 /// The smallest machine count whose Erlang C p99 wait is within `bound` seconds.
 fn erlang_c_machines(bound: f64) -> u32 {
-    (1..100)
-        .find(|c| f64::from(*c) > LAMBDA && erlang_c_wait_quantile(LAMBDA, 1.0, *c, 0.99) <= bound)
+    erlang_c_machines_for(LAMBDA, bound)
+}
+
+fn erlang_c_machines_for(lambda: f64, bound: f64) -> u32 {
+    (1..1000)
+        .find(|c| f64::from(*c) > lambda && erlang_c_wait_quantile(lambda, 1.0, *c, 0.99) <= bound)
         .unwrap()
 }
 
@@ -193,4 +197,31 @@ fn threads_do_not_change_the_forecast() {
         serde_json::to_string(&report).unwrap()
     };
     assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn bisection_per_traffic_level_finds_erlang_cs_count_for_each() {
+    let spec = forecast(
+        &[
+            "pool.gpu.machines=9..40",
+            "workload.mm.arrivals.rate_per_s=8,16",
+        ],
+        &["wait_p99<=1s"],
+        10_000,
+    );
+    let report = spec.run_search("pool.gpu.machines", || {}).unwrap();
+    assert_eq!(report.recommended_by.len(), 2);
+    for r in &report.recommended_by {
+        let lambda = r.fixed["workload.mm.arrivals.rate_per_s"];
+        let machines = r
+            .recommended
+            .as_ref()
+            .map(|p| p["pool.gpu.machines"] as u32);
+        assert_eq!(
+            machines,
+            Some(erlang_c_machines_for(lambda, 1.0)),
+            "lambda {lambda}: {}",
+            report.human()
+        );
+    }
 }

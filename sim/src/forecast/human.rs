@@ -77,6 +77,21 @@ impl ForecastReport {
                 }
             }
         }
+        if self.recommended_by.len() > 1 {
+            out += "cheapest meeting every SLO, for each value of the other fields:\n";
+            for r in &self.recommended_by {
+                let fixed: Vec<String> = r.fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let answer = r.recommended.as_ref().map_or("none".to_string(), |params| {
+                    params
+                        .iter()
+                        .filter(|(k, _)| !r.fixed.contains_key(*k))
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+                out += &format!("  {}: {answer}\n", fixed.join(" "));
+            }
+        }
         for (slo, failing) in &self.slo_failures {
             out += &format!(
                 "  {slo}: fails at {failing} of {} points\n",

@@ -74,6 +74,17 @@ pub struct ForecastReport {
     pub binding_slo: Option<String>,
     /// Per SLO: the points where it fails.
     pub slo_failures: BTreeMap<String, u64>,
+    /// With more than one axis: for each combination of the other axes' values, the cheapest
+    /// point meeting every SLO along the first axis (the searched one with `--minimize`): "what
+    /// does three times today's traffic need?" answered for every traffic level at once.
+    pub recommended_by: Vec<Recommendation>,
+}
+
+/// The cheapest point meeting every SLO among the points sharing `fixed` values.
+#[derive(Clone, Debug, Serialize)]
+pub struct Recommendation {
+    pub fixed: BTreeMap<String, f64>,
+    pub recommended: Option<BTreeMap<String, f64>>,
 }
 
 /// Something that stops a forecast before or while it runs.
@@ -211,7 +222,9 @@ impl Forecast {
                 .max_by_key(|(_, n)| **n)
                 .map(|(slo, _)| slo.clone()),
         };
+        let recommended_by = self.recommended_by(&points, minimized.as_deref());
         ForecastReport {
+            recommended_by,
             scenario: scenario.name.clone(),
             seeds: self.seed_list(scenario.seed),
             axes: self.axes.iter().map(|a| a.key().to_string()).collect(),
@@ -223,6 +236,41 @@ impl Forecast {
             slo_failures,
             points,
         }
+    }
+
+    /// For each combination of the axes other than the main one (the searched axis, else the
+    /// first), the cheapest point meeting every SLO; empty with one axis.
+    fn recommended_by(
+        &self,
+        points: &[PointReport],
+        searched: Option<&str>,
+    ) -> Vec<Recommendation> {
+        if self.axes.len() < 2 {
+            return Vec::new();
+        }
+        let main = searched
+            .and_then(|k| self.axes.iter().position(|a| a.key() == k))
+            .unwrap_or(0);
+        let fixed_of = |p: &PointReport| -> BTreeMap<String, f64> {
+            let mut params = p.params.clone();
+            params.remove(self.axes[main].key());
+            params
+        };
+        let mut groups: Vec<(BTreeMap<String, f64>, Vec<PointReport>)> = Vec::new();
+        for point in points {
+            let fixed = fixed_of(point);
+            match groups.iter_mut().find(|g| g.0 == fixed) {
+                Some(group) => group.1.push(point.clone()),
+                None => groups.push((fixed, vec![point.clone()])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(fixed, members)| Recommendation {
+                recommended: cheapest(&members).map(|i| members[i].params.clone()),
+                fixed,
+            })
+            .collect()
     }
 
     /// The SLO with the least headroom at `point`.
