@@ -82,6 +82,25 @@ fn verdict(report: &ForecastReport) -> String {
                 .unwrap_or_default()
         ),
     };
+    if report.recommended_by.len() > 1 {
+        out += "<p>Cheapest meeting every SLO, for each value of the other fields:</p>\n<ul>\n";
+        for r in &report.recommended_by {
+            let answer = r.recommended.as_ref().map_or("none".to_string(), |params| {
+                let own: std::collections::BTreeMap<String, f64> = params
+                    .iter()
+                    .filter(|(k, _)| !r.fixed.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                params_text(&own)
+            });
+            out += &format!(
+                "<li>{}: {}</li>\n",
+                escape(&params_text(&r.fixed)),
+                escape(&answer)
+            );
+        }
+        out += "</ul>\n";
+    }
     out
 }
 
