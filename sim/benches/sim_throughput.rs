@@ -1,12 +1,15 @@
 //! Simulator throughput on the churn benchmark (1,000 eight-GPU machines with exponential
-//! lifetimes, Poisson arrivals), beside a baseline measured in the same run: the same number of
-//! jobs pushed straight through MemStore (submit, claim, complete) with no world around it.
-//! The ratio says what the simulated fleet, network, agents, checker and trace cost on top of
-//! the store. Run: `cargo bench -p drover-sim --bench sim_throughput`.
+//! lifetimes, Poisson arrivals), beside two baselines measured in the same run over the same
+//! number of jobs: a bare binary-heap M/M/c loop of the fleet's size (the floor any
+//! discrete-event simulation of these jobs can reach here), and the jobs pushed straight
+//! through MemStore (submit, claim, complete) with no world around it. The ratios say what the
+//! whole simulation, and what the world around the store, cost. Run:
+//! `cargo bench -p drover-sim --bench sim_throughput`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use drover_engine::core::{EngineConfig, JobSpec, MachineSpec, Offer, Requirements, Span, Time};
 use drover_engine::store::{MemStore, Reply, Request};
+use drover_sim::baseline::Mmc;
 use drover_sim::run::run;
 use drover_sim::scenario::Scenario;
 use std::path::PathBuf;
@@ -99,6 +102,10 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("churn");
     group.sample_size(10);
     group.throughput(Throughput::Elements(jobs));
+    let queue = Mmc::like(&scenario, jobs);
+    group.bench_function("baseline: bare binary-heap M/M/c loop", |b| {
+        b.iter(|| queue.run(scenario.seed))
+    });
     group.bench_function("baseline: memstore submit-claim-complete", |b| {
         b.iter_batched(|| jobs, store_cycle, BatchSize::PerIteration)
     });

@@ -1,7 +1,11 @@
-//! `drover-sim`: run a scenario, or sweep it over many seeds.
+//! `drover-sim`: run a scenario, sweep it over many seeds, or forecast the fleet it needs.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drover_sim::forecast::slo::Slo;
+use drover_sim::forecast::vary::Axis;
+use drover_sim::forecast::{search, Forecast, ForecastReport};
+use drover_sim::html;
 use drover_sim::run::run;
 use drover_sim::scenario::Scenario;
 use drover_sim::sweep::sweep;
@@ -38,6 +42,9 @@ enum Command {
         /// One JSON object instead of the readable summary.
         #[arg(long)]
         json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Run one scenario under many seeds, on every core; report the failing seeds.
     Sweep {
@@ -52,6 +59,46 @@ enum Command {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Measures the simulator on a scenario against a bare binary-heap M/M/c loop over the
+    /// same number of jobs.
+    Speed {
+        file: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs a scenario over a grid of values of its numeric fields, several seeds a point, and
+    /// finds the cheapest point that meets every SLO.
+    Forecast {
+        file: PathBuf,
+        /// A numeric field and its values: KEY=LO..HI[:STEP] or KEY=A,B,C, e.g.
+        /// pool.gpu.machines=8..16 or engine.lease_ttl=10s..60s:10s. Repeat for a grid.
+        #[arg(long, value_name = "KEY=LO..HI[:STEP]", required = true)]
+        vary: Vec<String>,
+        /// A bound on a figure, judged at the worse end of its 95% interval, e.g.
+        /// wait_p99<=30s, jct_p50<=2m, dead_rate<=0.001, utilization>=0.6, cost_per_job<=0.02.
+        #[arg(long, value_name = "EXPR")]
+        slo: Vec<String>,
+        /// Seeds a point: the scenario's seed and the ones after it.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Searches this varied field by bisection (it must make the SLOs easier to meet as it
+        /// grows, as machines do) instead of running every value.
+        #[arg(long, value_name = "KEY")]
+        minimize: Option<String>,
+        /// Worker threads (default: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+        /// Also writes one self-contained HTML page with charts into this folder.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
 }
 
@@ -86,11 +133,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             chaos,
             json,
+            report: report_dir,
         } => {
             check_chaos(chaos)?;
             let scenario = load(&file)?;
             let seed = seed.unwrap_or(scenario.seed);
-            let bar = progress_bar();
+            let bar = progress_bar(FRACTION_TEMPLATE);
             let report = run(scenario, seed, chaos, |fraction| {
                 if let Some(bar) = &bar {
                     bar.set_position((fraction * 1000.0) as u64);
@@ -98,6 +146,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             });
             if let Some(bar) = bar {
                 bar.finish_and_clear();
+            }
+            if let Some(dir) = report_dir {
+                let name = format!("{}-run-seed{seed}.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::run_page(&report))?;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -116,18 +168,25 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             chaos,
             threads,
             json,
+            report: report_dir,
         } => {
             check_chaos(chaos)?;
             let (from, to) = parse_seeds(&seeds)?;
             let scenario = load(&file)?;
-            let bar = progress_bar().inspect(|b| b.set_length(to - from));
-            let report = sweep(scenario, from, to, chaos, threads, |_| {
+            let bar = progress_bar(RUNS_TEMPLATE).inspect(|b| b.set_length(to - from));
+            let report = sweep(scenario.clone(), from, to, chaos, threads, |_| {
                 if let Some(bar) = &bar {
                     bar.inc(1);
                 }
             });
             if let Some(bar) = bar {
                 bar.finish_and_clear();
+            }
+            if let Some(dir) = report_dir {
+                // The first seed again, in full, for the page's run charts.
+                let first = run(scenario.clone(), from, chaos, |_| {});
+                let name = format!("{}-sweep.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::sweep_page(&report, &first))?;
             }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -140,7 +199,128 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Speed { file, seed, json } => {
+            let scenario = load(&file)?;
+            let seed = seed.unwrap_or(scenario.seed);
+            let report = drover_sim::baseline::speed_check(scenario, seed);
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.human());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Forecast {
+            file,
+            vary,
+            slo,
+            seeds,
+            minimize,
+            threads,
+            json,
+            report: report_dir,
+        } => {
+            let (spec, report) = forecast(&file, &vary, &slo, seeds, minimize.as_deref(), threads)?;
+            if let Some(dir) = report_dir {
+                let detail = forecast_detail(&spec, &report)?;
+                let name = format!("{}-forecast.html", html::file_stem(&report.scenario));
+                write_report(&dir, &name, &html::forecast_page(&report, detail.as_ref()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.human());
+            }
+            let violations: u64 = report.points.iter().map(|p| p.violations).sum();
+            Ok(if violations > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
+}
+
+fn forecast(
+    file: &std::path::Path,
+    vary: &[String],
+    slo: &[String],
+    seeds: u64,
+    minimize: Option<&str>,
+    threads: usize,
+) -> anyhow::Result<(Forecast, ForecastReport)> {
+    anyhow::ensure!(
+        (1..=1000).contains(&seeds),
+        "--seeds {seeds}: give 1 to 1000 seeds a point (2 or more for a confidence interval)"
+    );
+    let axes = vary
+        .iter()
+        .map(|v| Axis::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, axis) in axes.iter().enumerate() {
+        if axes[..i].iter().any(|a| a.key() == axis.key()) {
+            anyhow::bail!("--vary {}: the field is varied twice", axis.key());
+        }
+    }
+    let slos = slo
+        .iter()
+        .map(|s| Slo::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read the scenario", file.display()))?;
+    let spec = Forecast {
+        text,
+        file: file.display().to_string(),
+        axes,
+        slos,
+        seeds,
+        threads,
+    };
+    let planned = match minimize {
+        Some(key) => search::planned_points(&spec, key),
+        None => spec.axes.iter().map(|a| a.values.len() as u64).product(),
+    };
+    let bar = progress_bar(RUNS_TEMPLATE).inspect(|b| b.set_length(planned * seeds));
+    let tick = || {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    };
+    let report = match minimize {
+        Some(key) => spec.run_search(key, tick),
+        None => spec.run_grid(tick),
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    Ok((spec, report))
+}
+
+/// One run of the recommended point (or the first) with the first seed, for the page's run
+/// charts.
+fn forecast_detail(
+    spec: &Forecast,
+    report: &ForecastReport,
+) -> anyhow::Result<Option<drover_sim::run::RunReport>> {
+    let point = report
+        .points
+        .iter()
+        .find(|p| Some(&p.params) == report.recommended.as_ref())
+        .or(report.points.first());
+    let Some(point) = point else {
+        return Ok(None);
+    };
+    let scenario = spec.scenario_at(&point.values)?;
+    let seed = report.seeds.first().copied().unwrap_or(scenario.seed);
+    Ok(Some(run(scenario, seed, None, |_| {})))
+}
+
+fn write_report(dir: &std::path::Path, name: &str, page: &str) -> anyhow::Result<()> {
+    let path = html::write(dir, name, page)
+        .with_context(|| format!("--report {}: cannot write the report", dir.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
 }
 
 fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
@@ -159,15 +339,17 @@ fn parse_seeds(text: &str) -> anyhow::Result<(u64, u64)> {
     Ok((from, to))
 }
 
+/// How the bar reads for one run, and for many (with a count and an estimate of the time left).
+const FRACTION_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {wide_bar} {percent}%";
+const RUNS_TEMPLATE: &str = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} runs, ETA {eta}";
+
 /// A progress bar on stderr, shown after a second, only when stderr is a terminal.
-fn progress_bar() -> Option<ProgressBar> {
+fn progress_bar(template: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(1000);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}%").ok()?,
-    );
+    bar.set_style(ProgressStyle::with_template(template).ok()?);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     let shown = bar.clone();

@@ -97,6 +97,20 @@ impl Summary {
     }
 }
 
+/// A histogram of microseconds as its distribution function in seconds: (value, share at or
+/// below it) at `points` evenly spaced shares, 0 to 1. Empty for an empty histogram.
+pub fn cdf(h: &Histogram<u64>, points: usize) -> Vec<[f64; 2]> {
+    if h.is_empty() || points < 2 {
+        return Vec::new();
+    }
+    (0..points)
+        .map(|i| {
+            let share = i as f64 / (points - 1) as f64;
+            [h.value_at_quantile(share) as f64 / 1e6, share]
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Outcomes {
     pub submitted: u64,
@@ -231,6 +245,11 @@ impl Metrics {
         self.per_workload = to.per_workload;
         self.ledger.jobs_succeeded = to.jobs_succeeded;
         self.useful_gpu_s = to.useful_gpu_s;
+    }
+
+    /// Jobs submitted and not yet terminal.
+    pub fn in_system(&self) -> u64 {
+        self.in_system
     }
 
     /// The wait beyond which a job counts as having queued (for P(wait)).

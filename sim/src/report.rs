@@ -39,6 +39,9 @@ pub struct WorkloadReport {
     pub measured: u64,
     pub wait_s: Summary,
     pub jct_s: Summary,
+    /// The measured jobs' wait as a distribution function: [seconds, share waiting at most
+    /// that], 101 points (empty when none was measured).
+    pub wait_cdf: Vec<[f64; 2]>,
 }
 
 /// One pool's machines, GPU time and bill.
@@ -115,6 +118,9 @@ pub struct RunReport {
     pub machines_alive: u64,
     pub violation_count: u64,
     pub violations: Vec<String>,
+    /// Jobs waiting, GPUs busy and up, machines alive over time, in at most
+    /// `timeline::MAX_SAMPLES` samples.
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl RunReport {

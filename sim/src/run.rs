@@ -108,6 +108,7 @@ fn finish(world: &mut World, end: Time, horizon: Time) -> RunReport {
         faults: tally_faults(&fault_log),
         fault_log,
         stats: world.stats,
+        timeline: world.timeline.clone(),
         violation_count: world.checker.violation_count(),
         violations: world
             .checker
@@ -146,6 +147,7 @@ fn workload_reports(world: &World) -> Vec<WorkloadReport> {
                 measured: latencies.count(),
                 wait_s,
                 jct_s,
+                wait_cdf: crate::metrics::cdf(&latencies.wait, 101),
             }
         })
         .collect()

@@ -2,11 +2,11 @@
 //! run is independent and deterministic, so the sweep's results do not depend on how the
 //! seeds were spread over threads.
 
+use crate::parallel::parallel_map;
 use crate::run::{run, RunReport};
 use crate::scenario::Scenario;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SeedResult {
@@ -103,32 +103,13 @@ pub fn sweep(
     threads: usize,
     on_done: impl Fn(&SeedResult) + Sync,
 ) -> SweepReport {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
-    let next = AtomicU64::new(from);
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= to {
-                    break;
-                }
-                let report = run(scenario.clone(), seed, chaos, |_| {});
-                let result = summarize(&report);
-                on_done(&result);
-                results
-                    .lock()
-                    .expect("no thread panics holding the lock")
-                    .push(result);
-            });
-        }
-    });
-    let mut results = results.into_inner().expect("threads joined");
-    results.sort_by_key(|r| r.seed);
+    let seeds: Vec<u64> = (from..to).collect();
+    let results = parallel_map(
+        &seeds,
+        threads,
+        |seed| summarize(&run(scenario.clone(), *seed, chaos, |_| {})),
+        on_done,
+    );
     let failing = results
         .iter()
         .filter(|r| r.violation_count > 0)

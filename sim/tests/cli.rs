@@ -154,3 +154,120 @@ fn sweep_reports_seeds_and_passes() {
     assert_eq!(report["failing"].as_array().unwrap().len(), 0);
     assert_eq!(report["aggregate"]["wait_p99_s"]["seeds"], 4);
 }
+
+#[test]
+fn forecast_json_has_points_recommendation_and_binding_slo() {
+    let out = sim()
+        .args([
+            "forecast",
+            &scenario("mmc-check.toml"),
+            "--vary",
+            "pool.gpu.machines=10..12",
+            "--vary",
+            "duration=2000s",
+            "--slo",
+            "wait_p99<=2s",
+            "--slo",
+            "utilization>=0.5",
+            "--seeds",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    for point in points {
+        assert!(point["params"]["pool.gpu.machines"].is_number());
+        assert_eq!(point["params"]["duration"], 2000.0);
+        for figure in [
+            "wait_p99",
+            "jct_p50",
+            "dead_rate",
+            "utilization",
+            "cost_per_job",
+        ] {
+            assert!(point["metrics"][figure]["mean"].is_number(), "{figure}");
+            assert!(point["metrics"][figure]["ci95"].is_number(), "{figure}");
+        }
+        assert!(point["meets_slo"].is_boolean());
+        assert!(point.get("cost_per_hour").is_some() && point.get("cost_per_job").is_some());
+    }
+    assert!(report["recommended"]["pool.gpu.machines"].is_number());
+    assert!(report["binding_slo"].is_string());
+    assert_eq!(report["seeds"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn forecast_bad_input_exits_2_naming_what_is_wrong() {
+    let file = scenario("mmc-check.toml");
+    for (args, says) in [
+        (
+            vec!["--vary", "pool.gpu.machinez=1..2"],
+            "pool.gpu.machinez",
+        ),
+        (vec!["--vary", "pool.gpu.gpu_model=1..2"], "not numeric"),
+        (
+            vec!["--vary", "pool.tpu.machines=1..2"],
+            "no [[pool]] is named \"tpu\"",
+        ),
+        (
+            vec!["--vary", "pool.gpu.machines=1..2", "--slo", "wait_p99<<3s"],
+            "--slo \"wait_p99<<3s\"",
+        ),
+        (
+            vec!["--vary", "pool.gpu.machines=1..2", "--slo", "queue<=3"],
+            "unknown figure \"queue\"",
+        ),
+        (
+            vec!["--vary", "workload.mm.arrivals.rate_per_s=-1..1"],
+            "workload[0].arrivals",
+        ),
+        (
+            vec![
+                "--vary",
+                "pool.gpu.machines=1..2",
+                "--minimize",
+                "engine.lease_ttl",
+            ],
+            "--minimize engine.lease_ttl",
+        ),
+    ] {
+        let out = sim()
+            .args(["forecast", &file])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn speed_json_sets_the_simulator_beside_the_bare_loop() {
+    let out = sim()
+        .args(["speed", &scenario("mmc-check.toml"), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = report["jobs"].as_u64().unwrap();
+    assert!(jobs > 100_000);
+    assert_eq!(report["baseline"]["queue"]["jobs"], jobs);
+    assert_eq!(report["baseline"]["queue"]["servers"], 10);
+    assert_eq!(report["baseline"]["events"], 2 * jobs);
+    let ratio = report["ratio"].as_f64().unwrap();
+    // The bare loop does far less per job than the simulated engine.
+    assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
+}

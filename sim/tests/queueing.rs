@@ -2,46 +2,15 @@
 //! service, c single-GPU machines, no latency, no faults) give Erlang C's probability of waiting
 //! and mean wait, and Little's law holds.
 
+mod support;
+
 use drover_sim::run::{run, RunReport};
 use drover_sim::scenario::Scenario;
 use std::sync::Arc;
-
-/// Erlang C for M/M/c: (probability of waiting, mean wait in queue).
-fn erlang_c(lambda: f64, mu: f64, c: u32) -> (f64, f64) {
-    let a = lambda / mu;
-    let rho = a / c as f64;
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    for k in 1..c {
-        term *= a / k as f64;
-        sum += term;
-    }
-    let last = term * a / c as f64 / (1.0 - rho);
-    let p_wait = last / (sum + last);
-    (p_wait, p_wait / (c as f64 * mu - lambda))
-}
+use support::{erlang_c, mmc_text};
 
 fn mmc(c: u32, lambda: f64, duration_s: u64, seed: u64) -> RunReport {
-    let text = format!(
-        r#"
-name = "mm{c}"
-seed = {seed}
-duration = "{duration_s}s"
-warmup = "{warmup}s"
-[redis]
-latency = "0s"
-persistence = "aof-always"
-[[pool]]
-name = "gpu"
-machines = {c}
-gpus = 1
-[[workload]]
-name = "mm"
-arrivals = {{ dist = "poisson", rate_per_s = {lambda} }}
-service = {{ dist = "exponential", mean = "1s" }}
-"#,
-        warmup = duration_s / 50
-    );
+    let text = mmc_text(c, lambda, duration_s, seed, 0.0);
     let scenario = Scenario::parse(&text, "mmc.toml").expect("the M/M/c scenario is valid");
     run(Arc::new(scenario), seed, None, |_| {})
 }

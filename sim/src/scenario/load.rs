@@ -1,5 +1,6 @@
 //! Parsing and validating a scenario file.
 
+use super::edit::Override;
 use super::read::{join, path_at, tagged, Cx, Obj, Result, Value};
 use super::schema::*;
 use super::ScenarioError;
@@ -104,6 +105,16 @@ impl Scenario {
 
     /// Parses and validates scenario text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> std::result::Result<Scenario, ScenarioError> {
+        Scenario::parse_with(text, file, &[])
+    }
+
+    /// Parses scenario text, sets the `overrides` in the parsed tree, then validates it as
+    /// `parse` does: a value the loader refuses is refused with its usual error.
+    pub fn parse_with(
+        text: &str,
+        file: &str,
+        overrides: &[Override],
+    ) -> std::result::Result<Scenario, ScenarioError> {
         let cx = Cx { file, text };
         if text.len() > MAX_FILE_BYTES {
             return Err(cx.at(
@@ -113,7 +124,9 @@ impl Scenario {
             ));
         }
         let root = DeTable::parse(text).map_err(|e| cx.toml(&e))?;
-        let root = Spanned::new(0..0, DeValue::Table(root.into_inner()));
+        let mut table = root.into_inner();
+        super::edit::apply(&mut table, overrides, file)?;
+        let root = Spanned::new(0..0, DeValue::Table(table));
         read_scenario(&cx, &root)
     }
 }
@@ -646,4 +659,25 @@ fn read_fault<'a>(
         }
     };
     Ok(FaultSpec { at, kind })
+}
+
+/// Whether `key` is a field of the table at `place`, as `edit.rs` names places: "the top
+/// level", "redis", "engine", "model", "pool", "workload", "fault", "pool.lifetime",
+/// "workload.arrivals", "workload.service".
+pub(super) fn is_known_field(place: &str, key: &str) -> bool {
+    let tagged = |variants: &[(&str, &[&str])], tag: &str| {
+        key == tag || variants.iter().any(|(_, fields)| fields.contains(&key))
+    };
+    match place {
+        "the top level" => TOP.contains(&key),
+        "redis" => REDIS.contains(&key),
+        "model" => MODEL.contains(&key),
+        "pool" => POOL.contains(&key),
+        "workload" => WORKLOAD.contains(&key),
+        "fault" => key == "at" || tagged(FAULTS, "kind"),
+        "pool.lifetime" => tagged(LIFETIMES, "dist"),
+        "workload.arrivals" => tagged(ARRIVALS, "dist"),
+        "workload.service" => tagged(DISTS, "dist"),
+        _ => false,
+    }
 }

@@ -8,6 +8,7 @@
 //! # Ok::<(), drover_sim::scenario::ScenarioError>(())
 //! ```
 
+mod edit;
 mod error;
 mod load;
 mod read;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use drover_engine::core::labels::{LabelValue, Labels};
 pub use drover_engine::core::{EngineConfig, Span};
+pub use edit::{FieldPath, NumberKind, Override, PathError};
 pub use error::ScenarioError;
 pub use load::{
     MAX_EXPECTED_JOBS, MAX_FAULTS, MAX_FILE_BYTES, MAX_GPUS_PER_MACHINE, MAX_MACHINES_PER_POOL,

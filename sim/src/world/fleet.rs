@@ -428,6 +428,29 @@ impl World {
         }
     }
 
+    /// The fleet and queue now, for the timeline.
+    pub(super) fn sample(&self) -> crate::timeline::Sample {
+        let (mut busy, mut up, mut running, mut booted) = (0u64, 0u64, 0u64, 0u64);
+        for machine in self.machines.iter().filter(|m| m.alive) {
+            if machine.agent.is_some() {
+                up += u64::from(self.scenario.pools[machine.pool as usize].gpus);
+                booted += 1;
+            }
+            for attempt in machine.running.values() {
+                busy += u64::from(attempt.gpus);
+                running += 1;
+            }
+        }
+        crate::timeline::Sample {
+            at_s: self.now.as_secs_f64(),
+            waiting: self.metrics.in_system().saturating_sub(running) as f64,
+            busy_gpus: busy as f64,
+            gpus_up: up as f64,
+            machines: f64::from(self.alive_per_pool.iter().sum::<u32>()),
+            machines_up: booted as f64,
+        }
+    }
+
     /// Closes the bills of machines still alive at the end of the run.
     pub fn close_books(&mut self) {
         for machine in 0..self.machines.len() as u32 {
