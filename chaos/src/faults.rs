@@ -229,8 +229,13 @@ impl Stage {
                 self.heal_later(Span::ZERO);
             }
             FaultKind::Partition { duration, .. } => {
-                let cut = [Cut::Both, Cut::Both, Cut::ToRedis, Cut::FromRedis, Cut::Reset]
-                    [lock(&self.targets).random_range(0..5)];
+                let cut = [
+                    Cut::Both,
+                    Cut::Both,
+                    Cut::ToRedis,
+                    Cut::FromRedis,
+                    Cut::Reset,
+                ][lock(&self.targets).random_range(0..5)];
                 detail = Some(cut.name().to_string());
                 let proxies = self.proxies(&targets);
                 proxies.iter().for_each(|p| p.cut(cut));
@@ -245,7 +250,10 @@ impl Stage {
                 duration, latency, ..
             } => {
                 let extra = Duration::from_micros(latency.as_micros());
-                detail = Some(format!("+{:.0}ms one-way latency", extra.as_secs_f64() * 1e3));
+                detail = Some(format!(
+                    "+{:.0}ms one-way latency",
+                    extra.as_secs_f64() * 1e3
+                ));
                 let proxies = self.proxies(&targets);
                 proxies.iter().for_each(|p| p.add_delay(extra));
                 self.heal_later(*duration);
@@ -299,7 +307,8 @@ impl Stage {
         match newest_entry(&url, crate::fleet::NAMESPACE).await {
             Ok(kept) => {
                 let dropped = self.journal.roll_back(kept);
-                self.rolled_back.fetch_add(dropped as u64, Ordering::Relaxed);
+                self.rolled_back
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
             }
             Err(e) => eprintln!("drover-chaos: reading the journal after a restart: {e}"),
         }

@@ -53,7 +53,8 @@ pub fn write_configs(scenario: &Scenario, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
 }
 
@@ -141,7 +142,14 @@ impl AgentSetup {
         command
             .args(["--log-format", "json", "agent", "--redis"])
             .arg(proxy.url())
-            .args(["--namespace", NAMESPACE, "--pool", &pool.name, "--name", &name])
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--pool",
+                &pool.name,
+                "--name",
+                &name,
+            ])
             .args(["--gpus", &pool.gpus.to_string()])
             .args(["--gpu-mem-gb", &pool.gpu_mem_gb.to_string()])
             .args(["--gpu-model", &pool.gpu_model])

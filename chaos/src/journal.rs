@@ -10,7 +10,6 @@ use std::time::Duration;
 
 const BATCH: usize = 2000;
 
-
 #[derive(Clone, Default)]
 pub struct Journal {
     entries: Arc<Mutex<Vec<JournalEntry>>>,

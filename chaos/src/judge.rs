@@ -13,8 +13,29 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The history of a run, in order: the journal's events, and a `Submitted` at the time the
 /// request was sent for each acknowledged job the journal does not show (lost, or its entry
-/// trimmed): the checker then reports it unless the store still holds it.
-pub fn history(entries: &[JournalEntry], book: &Book) -> Vec<HistoryEvent> {
+/// trimmed): the checker then reports it unless the store still holds it. Times are from
+/// `origin` (the run's start), so a violation says when in the run it happened.
+pub fn history(entries: &[JournalEntry], book: &Book, origin: Time) -> Vec<HistoryEvent> {
+    absolute_history(entries, book)
+        .into_iter()
+        .map(|e| from_origin(e, origin))
+        .collect()
+}
+
+/// `event` with its time counted from `origin`.
+fn from_origin(mut event: HistoryEvent, origin: Time) -> HistoryEvent {
+    match &mut event {
+        HistoryEvent::Submitted { at, .. }
+        | HistoryEvent::Leased { at, .. }
+        | HistoryEvent::Requeued { at, .. }
+        | HistoryEvent::Finished { at, .. }
+        | HistoryEvent::Started { at, .. }
+        | HistoryEvent::Stopped { at, .. } => *at = Time(at.0.saturating_sub(origin.0)),
+    }
+    event
+}
+
+fn absolute_history(entries: &[JournalEntry], book: &Book) -> Vec<HistoryEvent> {
     let mut events = Vec::new();
     let mut from_journal = JournalHistory::new();
     for entry in entries {
@@ -93,8 +114,12 @@ pub fn figures(
     let mut lives: HashMap<JobId, JobLife> = HashMap::new();
     for event in history {
         match *event {
-            HistoryEvent::Submitted { job, at } => lives.entry(job).or_default().submitted = Some(at),
-            HistoryEvent::Leased { job, at, .. } => lives.entry(job).or_default().last_lease = Some(at),
+            HistoryEvent::Submitted { job, at } => {
+                lives.entry(job).or_default().submitted = Some(at)
+            }
+            HistoryEvent::Leased { job, at, .. } => {
+                lives.entry(job).or_default().last_lease = Some(at)
+            }
             HistoryEvent::Finished { job, state, at, .. } => {
                 lives.entry(job).or_default().finished = Some((state, at))
             }
@@ -138,7 +163,10 @@ pub fn figures(
     }
     for state in live.values().flatten().filter(|s| !s.is_terminal()) {
         jobs.in_flight += 1;
-        *jobs.in_flight_states.entry(format!("{state:?}").to_lowercase()).or_default() += 1;
+        *jobs
+            .in_flight_states
+            .entry(format!("{state:?}").to_lowercase())
+            .or_default() += 1;
     }
     Figures {
         jobs,
@@ -251,31 +279,43 @@ mod tests {
     fn redistribution_runs_from_the_kill_to_the_next_lease() {
         let (m1, m2, job) = (MachineId(1), MachineId(2), JobId(7));
         let entries = vec![
-            entry(1000, vec![JournalEvent::Registered {
-                machine: m1,
-                name: "a-0".into(),
-                pool: "a".into(),
-            }]),
-            entry(1100, vec![JournalEvent::Leased {
-                job,
-                machine: m1,
-                token: Token(5),
-                attempt: 1,
-            }]),
-            entry(9000, vec![
-                JournalEvent::Revoked {
+            entry(
+                1000,
+                vec![JournalEvent::Registered {
+                    machine: m1,
+                    name: "a-0".into(),
+                    pool: "a".into(),
+                }],
+            ),
+            entry(
+                1100,
+                vec![JournalEvent::Leased {
                     job,
+                    machine: m1,
                     token: Token(5),
-                    reason: drover_engine::store::journal::RevokeReason::Lost,
-                },
-                JournalEvent::Requeued { job, until: None },
-            ]),
-            entry(9500, vec![JournalEvent::Leased {
-                job,
-                machine: m2,
-                token: Token(6),
-                attempt: 2,
-            }]),
+                    attempt: 1,
+                }],
+            ),
+            entry(
+                9000,
+                vec![
+                    JournalEvent::Revoked {
+                        job,
+                        token: Token(5),
+                        reason: drover_engine::store::journal::RevokeReason::Lost,
+                    },
+                    JournalEvent::Requeued { job, until: None },
+                ],
+            ),
+            entry(
+                9500,
+                vec![JournalEvent::Leased {
+                    job,
+                    machine: m2,
+                    token: Token(6),
+                    attempt: 2,
+                }],
+            ),
         ];
         let kills = [Kill {
             at: Time(2_000_000),
@@ -295,7 +335,7 @@ mod tests {
             first_at: Time(5),
             sent_at: Time(4),
         }));
-        let history = history(&[], &book);
+        let history = history(&[], &book, Time(0));
         assert_eq!(history.len(), 1);
         let mut checker = check(&history);
         checker.check_nothing_lost(Time(10), |_| None);

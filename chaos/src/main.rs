@@ -97,7 +97,10 @@ async fn command(command: Command, children: &Children) -> ExitCode {
         progress: !json && std::io::stderr().is_terminal(),
         skip_fencing: test_skip_fencing,
     };
-    match run(options, children).await.and_then(|r| print(&r, json).map(|_| r)) {
+    match run(options, children)
+        .await
+        .and_then(|r| print(&r, json).map(|_| r))
+    {
         Ok(report) if report.passed() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {

@@ -233,7 +233,10 @@ mod tests {
             },
         });
         let refused = check(&s, "f.toml", 1.0).unwrap_err().to_string();
-        assert!(refused.contains("fault[1].kind") && refused.contains("gpu_oom"), "{refused}");
+        assert!(
+            refused.contains("fault[1].kind") && refused.contains("gpu_oom"),
+            "{refused}"
+        );
         assert!(check(&scenario(2), "f.toml", 0.0).is_err());
     }
 
@@ -243,10 +246,18 @@ mod tests {
         let a = submissions(&s, 7);
         assert_eq!(a, submissions(&s, 7));
         assert_ne!(a, submissions(&s, 8));
-        assert!((80..160).contains(&a.len()), "{} arrivals at 2/s over 60s", a.len());
+        assert!(
+            (80..160).contains(&a.len()),
+            "{} arrivals at 2/s over 60s",
+            a.len()
+        );
         assert!(a.windows(2).all(|w| w[0].at <= w[1].at));
         let (faults, skipped) = faults(&s, 3, Some(3000.0));
         assert!(faults.iter().all(|f| unplayable_kind(&f.kind).is_none()));
-        assert!(faults.len() > 5 && skipped > 0, "{} played, {skipped} skipped", faults.len());
+        assert!(
+            faults.len() > 5 && skipped > 0,
+            "{} played, {skipped} skipped",
+            faults.len()
+        );
     }
 }

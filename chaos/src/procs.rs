@@ -48,7 +48,10 @@ impl Children {
         let child = command.spawn()?;
         let pid = child.id();
         self.lock().insert(pid, child);
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
         Ok(pid)
     }
 
@@ -72,7 +75,10 @@ impl Children {
 
     /// Every pid started so far, running or not.
     pub fn started(&self) -> Vec<u32> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Pids still registered.

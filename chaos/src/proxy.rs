@@ -161,7 +161,10 @@ async fn connection(client: TcpStream, upstream: u16, proxy: Proxy) {
     let mut faults = proxy.faults.subscribe();
     let mut stop = proxy.stop.subscribe();
     // While a hole toward Redis is open, even the connection is held (as a SYN would be).
-    if wait_open(&mut faults, Direction::ToRedis, generation).await.is_err() {
+    if wait_open(&mut faults, Direction::ToRedis, generation)
+        .await
+        .is_err()
+    {
         return;
     }
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -245,7 +248,10 @@ async fn pump(
                 Ok(n) => n,
             };
             let delay = reset_watch.borrow().delay;
-            if chunks.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            if chunks
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -254,7 +260,10 @@ async fn pump(
     let writer = async move {
         while let Some((at, chunk)) = due.recv().await {
             tokio::time::sleep_until(at).await;
-            if wait_open(&mut writer_faults, direction, generation).await.is_err() {
+            if wait_open(&mut writer_faults, direction, generation)
+                .await
+                .is_err()
+            {
                 return;
             }
             if to.write_all(&chunk).await.is_err() {
@@ -317,12 +326,17 @@ mod tests {
 
         proxy.add_delay(Duration::from_millis(100));
         let slow = round_trip(&mut s, Duration::from_secs(2)).await.unwrap();
-        assert!(slow >= Duration::from_millis(200), "two delayed ways: {slow:?}");
+        assert!(
+            slow >= Duration::from_millis(200),
+            "two delayed ways: {slow:?}"
+        );
         proxy.remove_delay(Duration::from_millis(100));
 
         // A one-way hole from Redis: the request goes through, the reply is held until healed.
         proxy.cut(Cut::FromRedis);
-        assert!(round_trip(&mut s, Duration::from_millis(300)).await.is_none());
+        assert!(round_trip(&mut s, Duration::from_millis(300))
+            .await
+            .is_none());
         proxy.heal(Cut::FromRedis);
         let mut buf = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
@@ -334,11 +348,15 @@ mod tests {
         // Both ways, stacked twice: one heal is not enough.
         proxy.cut(Cut::Both);
         proxy.cut(Cut::Both);
-        assert!(round_trip(&mut s, Duration::from_millis(200)).await.is_none());
-        proxy.heal(Cut::Both);
-        assert!(tokio::time::timeout(Duration::from_millis(200), s.read_exact(&mut buf))
+        assert!(round_trip(&mut s, Duration::from_millis(200))
             .await
-            .is_err());
+            .is_none());
+        proxy.heal(Cut::Both);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), s.read_exact(&mut buf))
+                .await
+                .is_err()
+        );
         proxy.heal(Cut::Both);
         tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
             .await
@@ -351,10 +369,14 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
         let mut fresh = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
-        assert!(round_trip(&mut fresh, Duration::from_millis(300)).await.is_none());
+        assert!(round_trip(&mut fresh, Duration::from_millis(300))
+            .await
+            .is_none());
         proxy.heal(Cut::Reset);
         let mut fresh = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
-        assert!(round_trip(&mut fresh, Duration::from_secs(2)).await.is_some());
+        assert!(round_trip(&mut fresh, Duration::from_secs(2))
+            .await
+            .is_some());
         proxy.shut();
     }
 }

@@ -13,7 +13,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
-    #[error("could not start `redis-server` ({0}); install Redis 7 or later so that it is on PATH")]
+    #[error(
+        "could not start `redis-server` ({0}); install Redis 7 or later so that it is on PATH"
+    )]
     Spawn(std::io::Error),
     #[error("redis-server on port {port} did not answer PING within {secs}s; see {log}")]
     NoAnswer { port: u16, secs: u64, log: String },
@@ -130,7 +132,9 @@ impl RedisServer {
 pub async fn ping(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         stream.write_all(b"PING\r\n").await.ok()?;
         let mut buf = [0u8; 64];
         let n = stream.read(&mut buf).await.ok()?;

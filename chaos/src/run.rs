@@ -54,7 +54,17 @@ pub async fn run(options: RunOptions, children: &Children) -> Result<Report> {
     let submissions = plan::submissions(&scenario, seed);
     let (faults, skipped) = plan::faults(&scenario, seed, options.chaos);
     let (dir, temporary) = run_dir(options.report.as_deref())?;
-    let result = play(&options, scenario, seed, &submissions, faults, skipped, &dir, children).await;
+    let result = play(
+        &options,
+        scenario,
+        seed,
+        &submissions,
+        faults,
+        skipped,
+        &dir,
+        children,
+    )
+    .await;
     children.kill_all();
     if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -63,7 +73,11 @@ pub async fn run(options: RunOptions, children: &Children) -> Result<Report> {
     if let Some(dir) = &options.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(dir.join("summary.json"), json)?;
-        let pids: String = children.started().iter().map(|p| format!("{p}\n")).collect();
+        let pids: String = children
+            .started()
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect();
         std::fs::write(dir.join("pids"), pids)?;
         report.report_dir = Some(dir.display().to_string());
     } else if temporary {
@@ -99,7 +113,8 @@ async fn play(
     children: &Children,
 ) -> Result<Report> {
     let scale = options.time_scale;
-    let redis = RedisServer::start(children, &dir.join("redis"), scenario.redis.persistence).await?;
+    let redis =
+        RedisServer::start(children, &dir.join("redis"), scenario.redis.persistence).await?;
     let redis_url = redis.url();
     let configs = fleet::write_configs(&scenario, &dir.join("config"))?;
     let (api, _) = fleet::start_api(
@@ -124,7 +139,14 @@ async fn play(
         configs,
         dir: dir.to_path_buf(),
     };
-    let stage = Arc::new(Stage::new(scenario.clone(), seed, scale, children.clone(), setup, redis));
+    let stage = Arc::new(Stage::new(
+        scenario.clone(),
+        seed,
+        scale,
+        children.clone(),
+        setup,
+        redis,
+    ));
     let (stop_journal, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(stage.journal.clone().follow(store.clone(), stopped));
     for (pool, spec) in scenario.pools.iter().enumerate() {
@@ -140,7 +162,12 @@ async fn play(
     stage.restart_clock();
     let start = tokio::time::Instant::now();
     let start_wall = wall_clock();
-    let submitter = tokio::spawn(submit_all(producer.clone(), submissions.to_vec(), start, scale));
+    let submitter = tokio::spawn(submit_all(
+        producer.clone(),
+        submissions.to_vec(),
+        start,
+        scale,
+    ));
     let fault_count = faults.len();
     let player = tokio::spawn(play_faults(stage.clone(), faults, start, scale));
 
@@ -184,24 +211,29 @@ async fn play(
 
     let entries = stage.journal.lock().clone();
     let book = std::mem::take(&mut *producer.book());
-    let history = judge::history(&entries, &book);
+    let history = judge::history(&entries, &book, start_wall);
     let mut checker = judge::check(&history);
     let live = store_states(&store, &checker).await;
-    checker.check_nothing_lost(end, |job| live.get(&job).copied().flatten());
+    let since_start = |t: Time| Time(t.0.saturating_sub(start_wall.0));
+    checker.check_nothing_lost(since_start(end), |job| live.get(&job).copied().flatten());
     let bound = judge::liveness_bound(&scenario.engine, longest_service(submissions, scale));
-    let healed = Time(stage.healed_at.load(Ordering::Relaxed).max(start_wall.0));
-    checker.check_liveness(end, healed, bound);
+    let healed = since_start(Time(stage.healed_at.load(Ordering::Relaxed)));
+    checker.check_liveness(since_start(end), healed, bound);
     let lost = checker
         .violations()
         .iter()
         .filter(|v| v.invariant == drover_engine::check::Invariant::NoJobLost)
         .count() as u64;
-    let warmup_end = start_wall.plus(Span::from_secs_f64(scenario.warmup.as_secs_f64() / scale));
+    let warmup_end = Time::ZERO.plus(Span::from_secs_f64(scenario.warmup.as_secs_f64() / scale));
     let acked = book.acks.iter().flatten().count() as u64;
     let figures = judge::figures(&history, acked, &live, lost, warmup_end, scale);
     let kills = stage.kills.lock().map(|k| k.clone()).unwrap_or_default();
     let (redistribution, never) = judge::redistribution(&entries, &kills, scale);
-    let fault_log = stage.fault_log.lock().map(|l| l.clone()).unwrap_or_default();
+    let fault_log = stage
+        .fault_log
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     Ok(Report::new(crate::summary::Parts {
         scenario: &scenario,
         seed,
@@ -255,7 +287,12 @@ async fn wait_registered(stage: &Stage, machines: usize) -> Result<()> {
 }
 
 /// Submits every job at its time (each on its own task, so a slow reply delays no other).
-async fn submit_all(producer: Producer, submissions: Vec<Submission>, start: tokio::time::Instant, scale: f64) {
+async fn submit_all(
+    producer: Producer,
+    submissions: Vec<Submission>,
+    start: tokio::time::Instant,
+    scale: f64,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for s in submissions {
         let at = start + Duration::from_secs_f64(s.at.as_secs_f64() / scale);
@@ -280,10 +317,7 @@ async fn play_faults(
 }
 
 /// The store's state for every job the checker still sees live.
-async fn store_states(
-    store: &RedisStore,
-    checker: &Checker,
-) -> BTreeMap<JobId, Option<StateName>> {
+async fn store_states(store: &RedisStore, checker: &Checker) -> BTreeMap<JobId, Option<StateName>> {
     use drover_engine::runtime::SharedStore;
     let mut states = BTreeMap::new();
     for (job, _) in checker.live() {
@@ -309,8 +343,10 @@ fn progress_bar(show: bool, scenario: &Scenario, jobs: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(jobs as u64);
-    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs done  {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs done  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(format!("scenario {}", scenario.name));
     bar.enable_steady_tick(Duration::from_millis(250));

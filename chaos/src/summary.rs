@@ -124,7 +124,12 @@ impl Report {
                 submissions_refused: p.refused,
             },
             violation_count: p.checker.violation_count(),
-            violations: p.checker.violations().iter().map(|v| v.to_string()).collect(),
+            violations: p
+                .checker
+                .violations()
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
             report_dir: None,
         }
     }
@@ -138,7 +143,10 @@ impl Report {
     pub fn human(&self) -> String {
         let mut out = String::new();
         let j = &self.jobs;
-        let chaos = self.chaos.map(|c| format!(" chaos {c}/h")).unwrap_or_default();
+        let chaos = self
+            .chaos
+            .map(|c| format!(" chaos {c}/h"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "scenario {} seed {}{chaos}, time scale {}x, {:.1}s real",
@@ -183,15 +191,26 @@ impl Report {
         let _ = writeln!(
             out,
             "faults: {}{}",
-            if faults.is_empty() { "none".into() } else { faults.join(", ") },
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                faults.join(", ")
+            },
             if self.faults_skipped > 0 {
-                format!("; {} random faults of kinds not played were skipped", self.faults_skipped)
+                format!(
+                    "; {} random faults of kinds not played were skipped",
+                    self.faults_skipped
+                )
             } else {
                 String::new()
             }
         );
         if self.passed() {
-            let _ = writeln!(out, "invariants: all held ({} history events)", s.history_events);
+            let _ = writeln!(
+                out,
+                "invariants: all held ({} history events)",
+                s.history_events
+            );
         } else {
             let _ = writeln!(out, "invariants: {} VIOLATIONS", self.violation_count);
             for v in &self.violations {

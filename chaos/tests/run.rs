@@ -102,13 +102,29 @@ fn a_run_under_kills_partitions_and_restarts_loses_nothing() {
         .map(|state| count(&report, &["jobs", state]))
         .sum();
     assert_eq!(terminal, submitted, "every job terminal: {summary}");
-    assert_eq!(count(&report, &["jobs", "succeeded"]), submitted, "{summary}");
-    assert!(count(&report, &["faults", "kill", "machines"]) >= 20, "{summary}");
-    assert!(count(&report, &["faults", "partition", "count"]) >= 3, "{summary}");
-    assert!(count(&report, &["stats", "redis_restarts"]) >= 2, "{summary}");
+    assert_eq!(
+        count(&report, &["jobs", "succeeded"]),
+        submitted,
+        "{summary}"
+    );
+    assert!(
+        count(&report, &["faults", "kill", "machines"]) >= 20,
+        "{summary}"
+    );
+    assert!(
+        count(&report, &["faults", "partition", "count"]) >= 3,
+        "{summary}"
+    );
+    assert!(
+        count(&report, &["stats", "redis_restarts"]) >= 2,
+        "{summary}"
+    );
     assert_eq!(report["redis_persistence"], "aof-always");
     // Killed machines' jobs ran again elsewhere, and the figures are there.
-    assert!(count(&report, &["redistribution_s", "count"]) > 0, "{summary}");
+    assert!(
+        count(&report, &["redistribution_s", "count"]) > 0,
+        "{summary}"
+    );
     assert!(report["redistribution_s"]["max"].as_f64().unwrap() > 0.0);
     assert!(report["wait_s"]["p50"].as_f64().is_some());
     assert!(report["jct_s"]["p50"].as_f64().unwrap() > 0.0, "{summary}");
@@ -120,7 +136,10 @@ fn a_run_under_kills_partitions_and_restarts_loses_nothing() {
         .filter_map(|l| l.trim().parse().ok())
         .collect();
     let started = count(&report, &["stats", "agents_started"]);
-    assert!(pids.len() as u64 >= started + 4, "redis x3, the API, the agents: {pids:?}");
+    assert!(
+        pids.len() as u64 >= started + 4,
+        "redis x3, the API, the agents: {pids:?}"
+    );
     assert!(all_gone(&pids), "children left running: {pids:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -156,7 +175,10 @@ fn fleets_above_the_limit_are_refused_naming_it() {
     let file = scenario("too-many.toml");
     let (code, out, err) = chaos(&["run", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("65 machines") && err.contains("at most 64"), "{err}");
+    assert!(
+        err.contains("65 machines") && err.contains("at most 64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,7 +186,10 @@ fn a_fault_kind_the_harness_lacks_is_refused_naming_it() {
     let file = scenario("gpu-oom.toml");
     let (code, out, err) = chaos(&["run", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("fault[1].kind") && err.contains("gpu_oom"), "{err}");
+    assert!(
+        err.contains("fault[1].kind") && err.contains("gpu_oom"),
+        "{err}"
+    );
     let (code, _, err) = chaos(&["run", file.to_str().unwrap(), "--time-scale", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--time-scale"), "{err}");

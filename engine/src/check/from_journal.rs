@@ -35,7 +35,10 @@ impl JournalHistory {
         match *event {
             E::Submitted { job, .. } => Some(HistoryEvent::Submitted { job, at }),
             E::Leased {
-                job, machine, token, ..
+                job,
+                machine,
+                token,
+                ..
             } => Some(HistoryEvent::Leased {
                 job,
                 token,
@@ -49,17 +52,23 @@ impl JournalHistory {
                 ended: ended(token, true),
             }),
             E::Failed { job, token, .. } => {
-                self.pending.insert(job, LeaseEnd {
-                    token,
-                    reported: true,
-                });
+                self.pending.insert(
+                    job,
+                    LeaseEnd {
+                        token,
+                        reported: true,
+                    },
+                );
                 None
             }
             E::Revoked { job, token, .. } => {
-                self.pending.insert(job, LeaseEnd {
-                    token,
-                    reported: false,
-                });
+                self.pending.insert(
+                    job,
+                    LeaseEnd {
+                        token,
+                        reported: false,
+                    },
+                );
                 None
             }
             // A release requeues the job at once, with no `requeued` event of its own.
@@ -73,7 +82,10 @@ impl JournalHistory {
                 at,
                 ended: self.pending.remove(&job),
             }),
-            E::Dead { job } | E::TimedOut { job } | E::Unworkable { job } | E::Cancelled { job } => {
+            E::Dead { job }
+            | E::TimedOut { job }
+            | E::Unworkable { job }
+            | E::Cancelled { job } => {
                 let state = event.terminal().expect("a terminal event");
                 Some(HistoryEvent::Finished {
                     job,
