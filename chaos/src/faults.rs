@@ -4,19 +4,19 @@
 //! kills too. Targets are drawn from the seed, as the simulator draws them.
 
 use crate::fleet::{AgentSetup, Machine};
-use crate::journal::{newest_entry, Journal};
+use crate::journal::Journal;
 use crate::procs::Children;
 use crate::producer::Producer;
 use crate::proxy::Cut;
 use crate::redis_server::RedisServer;
-use drover_engine::core::JobId;
+use drover_engine::core::{JobId, StateName};
 use drover_engine::runtime::store::wall_clock;
 use drover_sim::rng::{stream, Rng};
 use drover_sim::scenario::{FaultKind, FaultSpec, Lifetime, Persistence, Scenario, Span};
 use drover_sim::world::FaultRecord;
 use rand::seq::SliceRandom;
 use rand::Rng as _;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +63,7 @@ impl Stage {
         children: Children,
         setup: AgentSetup,
         redis: RedisServer,
+        journal: Journal,
     ) -> Stage {
         let lifetimes = scenario
             .pools
@@ -89,7 +90,7 @@ impl Stage {
             rolled_back: AtomicU64::new(0),
             agents_started: AtomicU64::new(0),
             ending: Default::default(),
-            journal: Journal::default(),
+            journal,
             producer: Mutex::new(None),
         }
     }
@@ -302,33 +303,48 @@ impl Stage {
         if self.scenario.redis.persistence == Persistence::AofAlways {
             return;
         }
-        let url = redis.url();
         drop(redis);
-        match newest_entry(&url, crate::fleet::NAMESPACE).await {
-            Ok(kept) => {
-                let dropped = self.journal.roll_back(kept);
-                self.rolled_back
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
+        // What was seen to finish before the crash stays finished for the producer, even if
+        // the server forgot it.
+        let finished = self.finished_states();
+        match self.journal.resync().await {
+            Ok(lost) => {
+                self.rolled_back.fetch_add(lost as u64, Ordering::Relaxed);
             }
             Err(e) => eprintln!("drover-chaos: reading the journal after a restart: {e}"),
         }
-        let finished = self.finished_jobs();
         let producer = lock(&self.producer).clone();
         if let Some(producer) = producer {
-            let n = producer.reconcile(|job| finished.contains(&job)).await;
+            let n = producer.reconcile(&finished).await;
             self.resubmitted.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    /// Jobs the journal shows terminal.
-    pub fn finished_jobs(&self) -> HashSet<JobId> {
+    /// The terminal state of every job the journal followed so far shows terminal.
+    fn finished_states(&self) -> HashMap<JobId, StateName> {
         self.journal
             .lock()
             .iter()
             .flat_map(|e| e.events.iter())
-            .filter(|e| e.terminal().is_some())
-            .filter_map(|e| e.job())
+            .filter_map(|e| Some((e.job()?, e.terminal()?)))
             .collect()
+    }
+
+    /// Jobs the journal shows submitted, and those it shows terminal.
+    pub fn job_sets(&self) -> (HashSet<JobId>, HashSet<JobId>) {
+        let (mut submitted, mut finished) = (HashSet::new(), HashSet::new());
+        for event in self.journal.lock().iter().flat_map(|e| e.events.iter()) {
+            match (event.job(), event.terminal(), event.name()) {
+                (Some(job), Some(_), _) => {
+                    finished.insert(job);
+                }
+                (Some(job), None, "submitted") => {
+                    submitted.insert(job);
+                }
+                _ => {}
+            }
+        }
+        (submitted, finished)
     }
 }
 

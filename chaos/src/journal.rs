@@ -1,38 +1,51 @@
-//! Follows the namespace's journal in Redis as the run goes, keeping every entry: the history
-//! of leases, outcomes and requeues the checker judges. A Redis restart that lost writes lost
-//! the journal's tail with them: `roll_back` drops what the server no longer holds, as the
-//! simulator's checker rolls back to its last fsync.
+//! The namespace's journal in Redis: followed as the run goes (progress, and which jobs are
+//! finished when a lossy restart makes the producer resubmit), and read again whole after such
+//! a restart and at the end. The server's journal is the history that survived: a restart that
+//! lost writes lost the journal's tail with them, in the same atomic steps, so reading it again
+//! drops exactly what the server forgot, as the simulator's checker rolls back to its last
+//! fsync.
 
 use drover_engine::redis::RedisStore;
-use drover_engine::store::journal::{EntryId, JournalEntry};
+use drover_engine::store::journal::JournalEntry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BATCH: usize = 2000;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Journal {
+    store: RedisStore,
     entries: Arc<Mutex<Vec<JournalEntry>>>,
 }
 
 impl Journal {
+    pub fn new(store: RedisStore) -> Journal {
+        Journal {
+            store,
+            entries: Arc::default(),
+        }
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JournalEntry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn last(&self) -> Option<EntryId> {
-        self.lock().last().map(|e| e.id)
+    /// Appends what was read, skipping what a resync already holds.
+    fn extend(&self, read: Vec<JournalEntry>) {
+        let mut entries = self.lock();
+        let last = entries.last().map(|e| e.id);
+        entries.extend(read.into_iter().filter(|e| last.is_none_or(|l| e.id > l)));
     }
 
     /// Reads new entries until `stop` turns true, then once more to the end.
-    pub async fn follow(self, store: RedisStore, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn follow(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let stopping = *stop.borrow();
-            let read = store.read_journal(self.last(), BATCH).await;
-            match read {
+            let after = self.lock().last().map(|e| e.id);
+            match self.store.read_journal(after, BATCH).await {
                 // More may be waiting: read again at once.
                 Ok(entries) if !entries.is_empty() => {
-                    self.lock().extend(entries);
+                    self.extend(entries);
                     continue;
                 }
                 _ if stopping => return,
@@ -46,42 +59,30 @@ impl Journal {
         }
     }
 
-    /// After a restart: drops the entries after `kept` (the newest the server still holds;
-    /// `None`: it holds none). Returns how many went.
-    pub fn roll_back(&self, kept: Option<EntryId>) -> usize {
+    /// Reads the server's whole journal again and keeps that; returns how many entries the
+    /// server no longer holds (a restart lost them).
+    pub async fn resync(&self) -> Result<usize, drover_engine::runtime::StoreError> {
+        let mut all: Vec<JournalEntry> = Vec::new();
+        loop {
+            let after = all.last().map(|e| e.id);
+            let read = self.store.read_journal(after, BATCH).await?;
+            if read.is_empty() {
+                break;
+            }
+            all.extend(read);
+        }
         let mut entries = self.lock();
-        let keep = entries
+        let kept: std::collections::HashSet<_> = all.iter().map(|e| e.id).collect();
+        let lost = entries.iter().filter(|e| !kept.contains(&e.id)).count();
+        // Entries the follower appended meanwhile are newer than what was read: keep them.
+        let newest = all.last().map(|e| e.id);
+        let newer: Vec<JournalEntry> = entries
             .iter()
-            .position(|e| kept.is_none_or(|k| e.id > k))
-            .unwrap_or(entries.len());
-        let dropped = entries.len() - keep;
-        entries.truncate(keep);
-        dropped
+            .filter(|e| newest.is_some_and(|n| e.id > n))
+            .cloned()
+            .collect();
+        all.extend(newer);
+        *entries = all;
+        Ok(lost)
     }
-}
-
-/// The newest journal entry id the server at `url` holds for `namespace`.
-pub async fn newest_entry(url: &str, namespace: &str) -> redis::RedisResult<Option<EntryId>> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let value: redis::Value = redis::cmd("XREVRANGE")
-        .arg(format!("{{{namespace}}}:journal"))
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await?;
-    let id = match value {
-        redis::Value::Array(entries) => entries.into_iter().next().and_then(|entry| match entry {
-            redis::Value::Array(parts) => match parts.into_iter().next() {
-                Some(redis::Value::BulkString(id)) => String::from_utf8(id).ok(),
-                Some(redis::Value::SimpleString(id)) => Some(id),
-                _ => None,
-            },
-            _ => None,
-        }),
-        _ => None,
-    };
-    Ok(id.and_then(|id| id.parse().ok()))
 }

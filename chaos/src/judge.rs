@@ -9,17 +9,73 @@ use drover_engine::core::{JobId, MachineId, Span, StateName, Time};
 use drover_engine::store::journal::{JournalEntry, JournalEvent};
 use drover_sim::metrics::Summary;
 use drover_sim::report::JobCounts;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+/// How far a journal `submitted` may lie outside its acknowledgement's request and reply
+/// (clock reads on one host, µs apart).
+const MATCH_SLACK: Span = Span::from_millis(5);
+
+/// A run's history, and the jobs the producer saw finish that a lossy restart then made the
+/// server forget (counted in their state, not judged again).
+pub struct History {
+    pub events: Vec<HistoryEvent>,
+    pub forgotten_settled: Vec<StateName>,
+}
 
 /// The history of a run, in order: the journal's events, and a `Submitted` at the time the
-/// request was sent for each acknowledged job the journal does not show (lost, or its entry
-/// trimmed): the checker then reports it unless the store still holds it. Times are from
-/// `origin` (the run's start), so a violation says when in the run it happened.
-pub fn history(entries: &[JournalEntry], book: &Book, origin: Time) -> Vec<HistoryEvent> {
-    absolute_history(entries, book)
-        .into_iter()
-        .map(|e| from_origin(e, origin))
-        .collect()
+/// request was first sent for each acknowledged job the journal does not show (lost, or its
+/// entry trimmed): the checker then reports it unless the store still holds it. An
+/// acknowledgement is matched to the journal's `submitted` by id and time, since a restart
+/// that loses writes reissues ids. Times are from `origin` (the run's start), so a violation
+/// says when in the run it happened.
+pub fn history(entries: &[JournalEntry], book: &Book, origin: Time) -> History {
+    let mut events = Vec::new();
+    let mut from_journal = JournalHistory::new();
+    for entry in entries {
+        from_journal.entry(entry, &mut events);
+    }
+    let mut journaled: HashMap<JobId, Vec<Time>> = HashMap::new();
+    for event in &events {
+        if let HistoryEvent::Submitted { job, at } = *event {
+            journaled.entry(job).or_default().push(at);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut forgotten_settled = Vec::new();
+    for (logical, ack) in book.acks.iter().enumerate() {
+        let Some(ack) = ack else { continue };
+        let (from, to) = (
+            Time(ack.sent_at.0.saturating_sub(MATCH_SLACK.as_micros())),
+            ack.first_at.plus(MATCH_SLACK),
+        );
+        let matched = journaled
+            .get(&ack.job)
+            .is_some_and(|times| times.iter().any(|t| (from..=to).contains(t)));
+        if matched {
+            continue;
+        }
+        match book.settled.get(&(logical as u64)) {
+            Some(&state) => forgotten_settled.push(state),
+            None => missing.push(HistoryEvent::Submitted {
+                job: ack.job,
+                at: ack.sent_at,
+            }),
+        }
+    }
+    missing.sort_by_key(|e| e.at());
+    let mut merged = Vec::with_capacity(events.len() + missing.len());
+    let mut missing = missing.into_iter().peekable();
+    for event in events {
+        while missing.peek().is_some_and(|m| m.at() <= event.at()) {
+            merged.extend(missing.next());
+        }
+        merged.push(event);
+    }
+    merged.extend(missing);
+    History {
+        events: merged.into_iter().map(|e| from_origin(e, origin)).collect(),
+        forgotten_settled,
+    }
 }
 
 /// `event` with its time counted from `origin`.
@@ -33,45 +89,6 @@ fn from_origin(mut event: HistoryEvent, origin: Time) -> HistoryEvent {
         | HistoryEvent::Stopped { at, .. } => *at = Time(at.0.saturating_sub(origin.0)),
     }
     event
-}
-
-fn absolute_history(entries: &[JournalEntry], book: &Book) -> Vec<HistoryEvent> {
-    let mut events = Vec::new();
-    let mut from_journal = JournalHistory::new();
-    for entry in entries {
-        from_journal.entry(entry, &mut events);
-    }
-    let journaled: HashSet<JobId> = events
-        .iter()
-        .filter_map(|e| match e {
-            HistoryEvent::Submitted { job, .. } => Some(*job),
-            _ => None,
-        })
-        .collect();
-    let mut missing: Vec<HistoryEvent> = book
-        .acks
-        .iter()
-        .flatten()
-        .filter(|a| !journaled.contains(&a.job))
-        .map(|a| HistoryEvent::Submitted {
-            job: a.job,
-            at: a.sent_at,
-        })
-        .collect();
-    if missing.is_empty() {
-        return events;
-    }
-    missing.sort_by_key(|e| e.at());
-    let mut merged = Vec::with_capacity(events.len() + missing.len());
-    let mut missing = missing.into_iter().peekable();
-    for event in events {
-        while missing.peek().is_some_and(|m| m.at() <= event.at()) {
-            merged.extend(missing.next());
-        }
-        merged.push(event);
-    }
-    merged.extend(missing);
-    merged
 }
 
 /// The checker's verdict over `history`, before the end-of-run checks.
@@ -104,7 +121,7 @@ pub struct Figures {
 /// state the store holds it in; `lost` is how many jobs the checker found lost; jobs
 /// submitted before `warmup_end` are left out of the latencies.
 pub fn figures(
-    history: &[HistoryEvent],
+    history: &History,
     submitted: u64,
     live: &BTreeMap<JobId, Option<StateName>>,
     lost: u64,
@@ -112,7 +129,7 @@ pub fn figures(
     scale: f64,
 ) -> Figures {
     let mut lives: HashMap<JobId, JobLife> = HashMap::new();
-    for event in history {
+    for event in &history.events {
         match *event {
             HistoryEvent::Submitted { job, at } => {
                 lives.entry(job).or_default().submitted = Some(at)
@@ -139,17 +156,14 @@ pub fn figures(
     };
     let (mut waits, mut jcts, mut excluded) = (Vec::new(), Vec::new(), 0);
     let secs = |a: Time, b: Time| b.since(a).as_secs_f64() * scale;
+    for &state in &history.forgotten_settled {
+        count_terminal(&mut jobs, state);
+    }
     for life in lives.values() {
         let Some((state, finished)) = life.finished else {
             continue;
         };
-        match state {
-            StateName::Succeeded => jobs.succeeded += 1,
-            StateName::Dead => jobs.dead += 1,
-            StateName::Cancelled => jobs.cancelled += 1,
-            StateName::TimedOut => jobs.timed_out += 1,
-            _ => jobs.unworkable += 1,
-        }
+        count_terminal(&mut jobs, state);
         if let (StateName::Succeeded, Some(submitted), Some(leased)) =
             (state, life.submitted, life.last_lease)
         {
@@ -174,6 +188,16 @@ pub fn figures(
         wait_s: summary(waits),
         jct_s: summary(jcts),
         warmup_excluded: excluded,
+    }
+}
+
+fn count_terminal(jobs: &mut JobCounts, state: StateName) {
+    match state {
+        StateName::Succeeded => jobs.succeeded += 1,
+        StateName::Dead => jobs.dead += 1,
+        StateName::Cancelled => jobs.cancelled += 1,
+        StateName::TimedOut => jobs.timed_out += 1,
+        _ => jobs.unworkable += 1,
     }
 }
 
@@ -336,8 +360,8 @@ mod tests {
             sent_at: Time(4),
         }));
         let history = history(&[], &book, Time(0));
-        assert_eq!(history.len(), 1);
-        let mut checker = check(&history);
+        assert_eq!(history.events.len(), 1);
+        let mut checker = check(&history.events);
         checker.check_nothing_lost(Time(10), |_| None);
         assert_eq!(checker.violation_count(), 1);
         assert_eq!(

@@ -6,10 +6,11 @@
 
 use crate::plan::Submission;
 use drover_engine::api::client::ApiClient;
-use drover_engine::core::{JobId, Time};
+use drover_engine::core::{JobId, StateName, Time};
 use drover_engine::runtime::store::wall_clock;
 use drover_sim::scenario::{Scenario, Span};
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub struct Ack {
     pub job: JobId,
     /// Wall clock (µs) when the first acknowledgement came back.
     pub first_at: Time,
-    /// Wall clock (µs) when the request that was acknowledged first was sent.
+    /// Wall clock (µs) when the first try of the acknowledged submission was sent.
     pub sent_at: Time,
 }
 
@@ -31,6 +32,9 @@ pub struct Ack {
 #[derive(Default)]
 pub struct Book {
     pub acks: Vec<Option<Ack>>,
+    /// Logical jobs seen terminal before a restart that may have lost writes: not resubmitted,
+    /// and counted in this state if the server forgot them.
+    pub settled: HashMap<u64, StateName>,
     /// Ids a lossy restart forgot, replaced by a resubmission's new id.
     pub replaced: Vec<JobId>,
     /// Submissions the API refused as invalid (never retried), with its message.
@@ -61,6 +65,22 @@ impl Producer {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Logical jobs finished: their job is in `finished`, or they were settled before a lossy
+    /// restart and the server no longer holds them (`submitted`: the jobs its journal shows).
+    pub fn done(&self, submitted: &HashSet<JobId>, finished: &HashSet<JobId>) -> usize {
+        let book = self.book();
+        book.acks
+            .iter()
+            .enumerate()
+            .filter(|(i, ack)| {
+                ack.is_some_and(|a| {
+                    finished.contains(&a.job)
+                        || (book.settled.contains_key(&(*i as u64)) && !submitted.contains(&a.job))
+                })
+            })
+            .count()
+    }
+
     /// Jobs acknowledged so far.
     pub fn acknowledged(&self) -> usize {
         self.book().acks.iter().flatten().count()
@@ -69,8 +89,9 @@ impl Producer {
     /// Submits logical job `logical` until the API acknowledges or refuses it.
     pub async fn submit(&self, logical: u64) {
         let body = &self.bodies[logical as usize];
+        // From the first try: a try whose reply was lost may be the one the store applied.
+        let sent_at = wall_clock();
         loop {
-            let sent_at = wall_clock();
             match self.client.post("/v1/jobs", body).await {
                 Ok((status, reply)) if status.is_success() => {
                     let job = reply["id"]
@@ -94,33 +115,46 @@ impl Producer {
 
     fn record(&self, logical: u64, job: JobId, sent_at: Time) {
         let mut book = self.book();
+        let ack = Ack {
+            job,
+            first_at: wall_clock(),
+            sent_at,
+        };
         let slot = &mut book.acks[logical as usize];
         match slot {
-            Some(ack) if ack.job != job => {
-                let old = ack.job;
-                ack.job = job;
-                book.replaced.push(old);
+            // A lossy restart forgot the job: the resubmission is a new job, timed from now.
+            Some(old) if old.job != job => {
+                let forgotten = old.job;
+                *old = ack;
+                book.replaced.push(forgotten);
             }
             Some(_) => {}
-            None => {
-                *slot = Some(Ack {
-                    job,
-                    first_at: wall_clock(),
-                    sent_at,
-                })
-            }
+            None => *slot = Some(ack),
         }
     }
 
-    /// Resubmits, by key, every acknowledged job `finished` does not know as terminal.
-    pub async fn reconcile(&self, finished: impl Fn(JobId) -> bool) -> usize {
-        let outstanding: Vec<u64> = self
-            .book()
-            .acks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| a.filter(|a| !finished(a.job)).map(|_| i as u64))
-            .collect();
+    /// After a restart that may have lost writes: records as settled the jobs `finished` names
+    /// (seen terminal before it), then resubmits by key every other acknowledged job. Returns
+    /// how many were resubmitted.
+    pub async fn reconcile(&self, finished: &HashMap<JobId, StateName>) -> usize {
+        let outstanding: Vec<u64> = {
+            let mut book = self.book();
+            let mut outstanding = Vec::new();
+            for i in 0..book.acks.len() {
+                let Some(ack) = book.acks[i] else { continue };
+                let logical = i as u64;
+                if book.settled.contains_key(&logical) {
+                    continue;
+                }
+                match finished.get(&ack.job) {
+                    Some(&state) => {
+                        book.settled.insert(logical, state);
+                    }
+                    None => outstanding.push(logical),
+                }
+            }
+            outstanding
+        };
         for &logical in &outstanding {
             self.submit(logical).await;
         }

@@ -40,6 +40,8 @@ pub struct RunOptions {
 
 /// How long agents may take to register at the start.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the horizon, how long submissions still retrying may take.
+const GRACE: Duration = Duration::from_secs(60);
 /// How often the run looks at the journal and redraws the bar.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -139,6 +141,7 @@ async fn play(
         configs,
         dir: dir.to_path_buf(),
     };
+    let journal = crate::journal::Journal::new(store.clone());
     let stage = Arc::new(Stage::new(
         scenario.clone(),
         seed,
@@ -146,9 +149,10 @@ async fn play(
         children.clone(),
         setup,
         redis,
+        journal,
     ));
     let (stop_journal, stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(stage.journal.clone().follow(store.clone(), stopped));
+    let follower = tokio::spawn(stage.journal.clone().follow(stopped));
     for (pool, spec) in scenario.pools.iter().enumerate() {
         for _ in 0..spec.machines {
             stage.boot(pool).await?;
@@ -177,7 +181,8 @@ async fn play(
     loop {
         tokio::time::sleep(TICK).await;
         let elapsed = start.elapsed();
-        let done = stage.finished_jobs().len();
+        let (journaled, finished) = stage.job_sets();
+        let done = producer.done(&journaled, &finished);
         let acked = producer.acknowledged();
         let played = stage.fault_log.lock().map(|l| l.len()).unwrap_or(0);
         bar.set_position(done as u64);
@@ -193,7 +198,9 @@ async fn play(
         if all_in && done + refused >= submissions.len() && player.is_finished() {
             break;
         }
-        if elapsed >= horizon && submitter.is_finished() {
+        // At the horizon the run ends; a producer still retrying (the API unreachable) gets a
+        // minute more to be acknowledged.
+        if elapsed >= horizon && (submitter.is_finished() || elapsed >= horizon + GRACE) {
             break;
         }
     }
@@ -207,12 +214,16 @@ async fn play(
     drop(_restart_done);
     let _ = stop_journal.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), follower).await;
+    // The history is what the server's journal holds at the end.
+    if let Err(e) = stage.journal.resync().await {
+        eprintln!("drover-chaos: reading the journal at the end (judging what was followed): {e}");
+    }
     let end = wall_clock();
 
     let entries = stage.journal.lock().clone();
     let book = std::mem::take(&mut *producer.book());
     let history = judge::history(&entries, &book, start_wall);
-    let mut checker = judge::check(&history);
+    let mut checker = judge::check(&history.events);
     let live = store_states(&store, &checker).await;
     let since_start = |t: Time| Time(t.0.saturating_sub(start_wall.0));
     checker.check_nothing_lost(since_start(end), |job| live.get(&job).copied().flatten());
@@ -249,7 +260,7 @@ async fn play(
         refused: book.refused.len() as u64,
         stage: &stage,
         journal_entries: entries.len() as u64,
-        history_events: history.len() as u64,
+        history_events: history.events.len() as u64,
     }))
 }
 
