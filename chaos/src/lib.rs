@@ -7,8 +7,10 @@
 //! - `plan`: what a scenario asks, and what the harness refuses;
 //! - `procs`, `redis_server`, `proxy`, `fleet`: the processes and the proxy;
 //! - `producer`, `journal`, `faults`: the run's three actors;
-//! - `judge`, `summary`: the verdict and the figures; `run` ties it together.
+//! - `judge`, `summary`: the verdict and the figures; `run` ties it together;
+//! - `compare`: the simulator and the real run of a scenario, side by side.
 
+pub mod compare;
 pub mod faults;
 pub mod fleet;
 pub mod journal;

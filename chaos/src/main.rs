@@ -48,6 +48,34 @@ enum Command {
         #[arg(long, hide = true)]
         test_skip_fencing: bool,
     },
+    /// Run a scenario in the simulator and for real, seed by seed, and print them side by side.
+    Compare {
+        file: PathBuf,
+        /// Seeds A..B (B excluded), e.g. 1..4.
+        #[arg(long, default_value = "1..4", value_parser = parse_seeds)]
+        seeds: std::ops::Range<u64>,
+        #[arg(long)]
+        chaos: Option<f64>,
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        #[arg(long)]
+        json: bool,
+        /// Keep each real run's directory under DIR/seed-N.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long)]
+        drover: Option<PathBuf>,
+    },
+}
+
+fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let bad = || format!("--seeds {text:?}: expected A..B with A < B, e.g. 1..4");
+    let (a, b) = text.split_once("..").ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a >= b {
+        return Err(bad());
+    }
+    Ok(a..b)
 }
 
 fn main() -> ExitCode {
@@ -77,37 +105,76 @@ fn main() -> ExitCode {
 }
 
 async fn command(command: Command, children: &Children) -> ExitCode {
-    let Command::Run {
-        file,
-        seed,
-        chaos,
-        time_scale,
-        json,
-        report,
-        drover,
-        test_skip_fencing,
-    } = command;
-    let options = RunOptions {
-        file,
-        seed,
-        chaos,
-        time_scale,
-        drover: drover_chaos::fleet::drover_binary(drover),
-        report,
-        progress: !json && std::io::stderr().is_terminal(),
-        skip_fencing: test_skip_fencing,
-    };
-    match run(options, children)
-        .await
-        .and_then(|r| print(&r, json).map(|_| r))
-    {
-        Ok(report) if report.passed() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::from(2)
+    match command {
+        Command::Run {
+            file,
+            seed,
+            chaos,
+            time_scale,
+            json,
+            report,
+            drover,
+            test_skip_fencing,
+        } => {
+            let options = RunOptions {
+                file,
+                seed,
+                chaos,
+                time_scale,
+                drover: drover_chaos::fleet::drover_binary(drover),
+                report,
+                progress: !json && std::io::stderr().is_terminal(),
+                skip_fencing: test_skip_fencing,
+            };
+            match run(options, children)
+                .await
+                .and_then(|r| print(&r, json).map(|_| r))
+            {
+                Ok(report) if report.passed() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => error(e),
+            }
+        }
+        Command::Compare {
+            file,
+            seeds,
+            chaos,
+            time_scale,
+            json,
+            report,
+            drover,
+        } => {
+            let template = RunOptions {
+                file,
+                seed: None,
+                chaos,
+                time_scale,
+                drover: drover_chaos::fleet::drover_binary(drover),
+                report,
+                progress: !json && std::io::stderr().is_terminal(),
+                skip_fencing: false,
+            };
+            let compared = drover_chaos::compare::compare(template, seeds, children).await;
+            let printed = compared.and_then(|c| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&c)?);
+                } else {
+                    print!("{}", c.human());
+                }
+                Ok(c)
+            });
+            match printed {
+                Ok(c) if c.real_violations == 0 => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => error(e),
+            }
         }
     }
+}
+
+fn error(e: anyhow::Error) -> ExitCode {
+    eprintln!("Error: {e:#}");
+    ExitCode::from(2)
 }
 
 fn print(report: &drover_chaos::summary::Report, json: bool) -> Result<()> {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What `drover-chaos run` was asked.
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     pub file: PathBuf,
     pub seed: Option<u64>,
