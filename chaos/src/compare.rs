@@ -145,6 +145,12 @@ pub async fn compare(
     children: &Children,
 ) -> Result<Comparison> {
     let scenario = Arc::new(Scenario::load(&template.file)?);
+    // Refuse what the real run cannot play before the simulator runs at all.
+    crate::plan::check(
+        &scenario,
+        &template.file.display().to_string(),
+        template.time_scale,
+    )?;
     let (mut sims, mut reals) = (Vec::new(), Vec::new());
     for seed in seeds.clone() {
         let sim_scenario = scenario.clone();

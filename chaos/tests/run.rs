@@ -213,4 +213,11 @@ fn a_fault_kind_the_harness_lacks_is_refused_naming_it() {
     let (code, _, err) = chaos(&["run", file.to_str().unwrap(), "--time-scale", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--time-scale"), "{err}");
+    let (code, _, err) = chaos(&["compare", file.to_str().unwrap(), "--seeds", "3..1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--seeds") && err.contains("A..B"), "{err}");
+    // compare refuses what run refuses, before running anything.
+    let (code, _, err) = chaos(&["compare", file.to_str().unwrap(), "--seeds", "1..2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("gpu_oom"), "{err}");
 }
