@@ -77,6 +77,8 @@ pub struct Comparison {
     pub seeds: Vec<u64>,
     pub time_scale: f64,
     pub rows: Vec<Row>,
+    /// The engine's overheads (real runs only, p50 in seconds): what the simulator must model.
+    pub overheads: Vec<(&'static str, Spread)>,
     /// Real runs whose checker found a violation (the comparison is void for them).
     pub real_violations: u64,
 }
@@ -137,6 +139,24 @@ fn figures(sim: &[RunReport], real: &[Report]) -> Vec<Row> {
     ]
 }
 
+fn overheads(real: &[Report]) -> Vec<(&'static str, Spread)> {
+    let p50 = |f: fn(&Report) -> f64| Spread::of(&real.iter().map(f).collect::<Vec<f64>>());
+    vec![
+        (
+            "submission to lease, GPU free",
+            p50(|r| r.overheads.submit_to_lease_idle_s.p50),
+        ),
+        (
+            "lease to outcome less the job",
+            p50(|r| r.overheads.end_to_outcome_s.p50),
+        ),
+        (
+            "outcome to the GPU's next lease",
+            p50(|r| r.overheads.outcome_to_next_lease_s.p50),
+        ),
+    ]
+}
+
 /// Runs `template` (its file and options; the seed is set per run) for every seed, in the
 /// simulator and for real.
 pub async fn compare(
@@ -176,6 +196,7 @@ pub async fn compare(
         seeds: seeds.collect(),
         time_scale: template.time_scale,
         rows: figures(&sims, &reals),
+        overheads: overheads(&reals),
         real_violations: reals.iter().filter(|r| !r.passed()).count() as u64,
     })
 }
@@ -206,6 +227,19 @@ impl Comparison {
                 opt(r.ratio_low),
                 opt(r.ratio_high),
                 if r.differs { "  DIFFERS" } else { "" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "engine overheads, real runs (p50, ms; mean [min..max] over seeds):"
+        );
+        for (name, s) in &self.overheads {
+            let _ = writeln!(
+                out,
+                "  {name:<34} {:.1} [{:.1}..{:.1}]",
+                s.mean * 1e3,
+                s.min * 1e3,
+                s.max * 1e3
             );
         }
         if self.real_violations > 0 {

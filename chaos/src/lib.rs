@@ -15,6 +15,7 @@ pub mod faults;
 pub mod fleet;
 pub mod journal;
 pub mod judge;
+pub mod overheads;
 pub mod plan;
 pub mod procs;
 pub mod producer;

@@ -18,7 +18,7 @@ use drover_engine::runtime::store::wall_clock;
 use drover_engine::store::{Reply, Request};
 use drover_sim::scenario::{Scenario, Span};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -246,6 +246,17 @@ async fn play(
         .lock()
         .map(|l| l.clone())
         .unwrap_or_default();
+    let sleeps: HashMap<JobId, f64> = book
+        .acks
+        .iter()
+        .zip(submissions)
+        .filter_map(|(ack, s)| Some((ack.as_ref()?.job, s.service.as_secs_f64() / scale)))
+        .collect();
+    let overheads = crate::overheads::measure(
+        &entries,
+        |pool| scenario.pool(pool).map_or(0, |p| p.gpus),
+        |job| sleeps.get(&job).copied(),
+    );
     Ok(Report::new(crate::summary::Parts {
         scenario: &scenario,
         seed,
@@ -262,6 +273,7 @@ async fn play(
         stage: &stage,
         journal_entries: entries.len() as u64,
         history_events: history.events.len() as u64,
+        overheads,
     }))
 }
 

@@ -54,6 +54,8 @@ pub struct Report {
     pub wait_s: Summary,
     pub jct_s: Summary,
     pub redistribution_s: Redistribution,
+    /// The engine's own overheads, in real seconds (overheads.rs).
+    pub overheads: crate::overheads::Overheads,
     pub redis_persistence: &'static str,
     pub faults: BTreeMap<&'static str, FaultTally>,
     pub fault_log: Vec<FaultRecord>,
@@ -84,6 +86,7 @@ pub struct Parts<'a> {
     pub stage: &'a Stage,
     pub journal_entries: u64,
     pub history_events: u64,
+    pub overheads: crate::overheads::Overheads,
 }
 
 impl Report {
@@ -109,6 +112,7 @@ impl Report {
                 max: redistribution.max,
                 never: p.never_redistributed as u64,
             },
+            overheads: p.overheads,
             redis_persistence: p.scenario.redis.persistence.as_str(),
             faults: tally_faults(&p.fault_log),
             fault_log: p.fault_log,
@@ -176,6 +180,19 @@ impl Report {
             out,
             "redistribution: {} jobs of killed machines leased again, p50 {:.2}s max {:.2}s, {} never",
             r.count, r.p50, r.max, r.never
+        );
+        let o = &self.overheads;
+        let _ = writeln!(
+            out,
+            "engine overheads (real, p50/p99): submission to lease on a free GPU {:.1}/{:.1} ms, \
+             lease to outcome less the job {:.1}/{:.1} ms, outcome to the GPU's next lease \
+             {:.1}/{:.1} ms",
+            o.submit_to_lease_idle_s.p50 * 1e3,
+            o.submit_to_lease_idle_s.p99 * 1e3,
+            o.end_to_outcome_s.p50 * 1e3,
+            o.end_to_outcome_s.p99 * 1e3,
+            o.outcome_to_next_lease_s.p50 * 1e3,
+            o.outcome_to_next_lease_s.p99 * 1e3
         );
         let s = &self.stats;
         let _ = writeln!(
