@@ -82,10 +82,10 @@ pub fn measure(
                         }
                     }
                 }
-                JournalEvent::Failed { job, .. } | JournalEvent::Revoked { job, .. } => {
-                    if w.leased.remove(job).is_some() {
-                        w.busy = w.busy.saturating_sub(1);
-                    }
+                JournalEvent::Failed { job, .. } | JournalEvent::Revoked { job, .. }
+                    if w.leased.remove(job).is_some() =>
+                {
+                    w.busy = w.busy.saturating_sub(1);
                 }
                 _ => {}
             }
