@@ -72,7 +72,9 @@ pub async fn run(options: RunOptions, children: &Children) -> Result<Report> {
     if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let mut report = result?;
+    // A failed run keeps its directory: the processes' logs say what went wrong.
+    let mut report = result
+        .with_context(|| format!("the run failed (its logs are kept in {})", dir.display()))?;
     if let Some(dir) = &options.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(dir.join("summary.json"), json)?;
