@@ -407,3 +407,75 @@ fn failures_are_refused_on_a_namespace_not_marked_for_tests() {
         .expect("zcard");
     assert_eq!(jobs, 0, "nothing was submitted");
 }
+
+/// The chaos harness's planted bug (successes skip their fencing check) is refused outside a
+/// test namespace, by the helper and by the library; inside one, a stale success wins, which
+/// is what the harness's checker must then catch.
+#[test]
+fn skipped_fencing_is_refused_unless_the_namespace_is_marked_for_tests() {
+    use drover_engine::runtime::SharedStore;
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let connect = |ns: &str| {
+        runtime
+            .block_on(RedisStore::connect(
+                &server.url,
+                ns,
+                EngineConfig::default(),
+            ))
+            .expect("connect")
+    };
+    let production = connect("production");
+    let refused = runtime.block_on(production.skip_completion_fencing(true));
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("not a test namespace")),
+        "{refused:?}"
+    );
+    let client = redis::Client::open(server.url.as_str()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let _: () = redis::cmd("HSET")
+        .arg("{production}:meta")
+        .arg("test_skip_fencing")
+        .arg(1)
+        .query(&mut conn)
+        .expect("arm by hand");
+    let submit = Request::Submit(Box::new(conformance::job(1, 8)));
+    let reply = runtime.block_on(production.apply(submit));
+    assert!(
+        matches!(&reply, Ok(Err(Refusal::Failed(e))) if e.contains("not marked as a test namespace"))
+            || matches!(&reply, Err(e) if e.to_string().contains("not marked as a test namespace")),
+        "{reply:?}"
+    );
+
+    // Marked for tests: a success under a token that is not the live lease's is recorded.
+    let test = connect("planted");
+    runtime.block_on(test.mark_test_namespace()).expect("mark");
+    runtime
+        .block_on(test.skip_completion_fencing(true))
+        .expect("armed in a test namespace");
+    let apply = |request| runtime.block_on(test.apply(request)).expect("reachable");
+    let Ok(Reply::Registered { machine }) = apply(Request::Register(Box::new(
+        conformance::machine("m", 1, 24),
+    ))) else {
+        panic!("register")
+    };
+    apply(Request::Submit(Box::new(conformance::job(1, 8)))).expect("submit");
+    let Ok(Reply::Claimed { grants, .. }) = apply(Request::Claim {
+        machine,
+        seq: 1,
+        offer: conformance::offer(1, 24),
+    }) else {
+        panic!("claim")
+    };
+    let stale = Token(grants[0].token.0 - 1);
+    let reply = apply(Request::Complete {
+        job: grants[0].job,
+        token: stale,
+        outcome: Outcome::Succeeded,
+        result: None,
+    });
+    assert!(matches!(reply, Ok(Reply::Recorded { .. })), "{reply:?}");
+}

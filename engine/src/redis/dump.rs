@@ -162,6 +162,7 @@ const META_FIELDS: &[&str] = &[
     "test_clock",
     "test_namespace",
     "test_fail",
+    "test_skip_fencing",
 ];
 
 /// Fields of `j:<job>` (lua/jobs.lua).

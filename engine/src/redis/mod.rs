@@ -350,6 +350,33 @@ impl RedisStore {
         self.query(std::mem::take(&mut cmd)).await.map(|_| ())
     }
 
+    /// TESTS ONLY: the chaos harness's planted bug. While on, a success is recorded even when
+    /// its token is not the job's live lease (lua/prelude.lua, `test_skip_fencing`), so the
+    /// checker must report a stale outcome. Refused unless the namespace is marked as a test
+    /// namespace; the library refuses it there too.
+    pub async fn skip_completion_fencing(&self, on: bool) -> Result<(), StoreError> {
+        let mut marked = ::redis::cmd("HGET");
+        marked.arg(&self.inner.meta_key).arg("test_namespace");
+        let marked: Option<String> = ::redis::from_redis_value(self.query(marked).await?)
+            .map_err(|e| StoreError::Decode(format!("test_namespace: {e}")))?;
+        if on && marked.as_deref() != Some("1") {
+            return Err(StoreError::Script(format!(
+                "skipping fencing refused: namespace {:?} is not a test namespace",
+                self.inner.namespace
+            )));
+        }
+        let mut cmd = if on {
+            let mut c = ::redis::cmd("HSET");
+            c.arg(&self.inner.meta_key).arg("test_skip_fencing").arg(1);
+            c
+        } else {
+            let mut c = ::redis::cmd("HDEL");
+            c.arg(&self.inner.meta_key).arg("test_skip_fencing");
+            c
+        };
+        self.query(std::mem::take(&mut cmd)).await.map(|_| ())
+    }
+
     /// Sends one plain command on the request connection.
     async fn query(&self, cmd: ::redis::Cmd) -> Result<Value, StoreError> {
         self.query_raw(&cmd).await.map_err(store_error)

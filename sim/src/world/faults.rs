@@ -95,6 +95,15 @@ pub fn plan(scenario: &Scenario, seed: u64, chaos: Option<f64>) -> Vec<ActiveFau
         .collect()
 }
 
+/// The faults of a run as `plan` draws them (the same seed gives the same list), for the chaos
+/// harness, which plays them against real processes.
+pub fn planned_faults(scenario: &Scenario, seed: u64, chaos: Option<f64>) -> Vec<FaultSpec> {
+    plan(scenario, seed, chaos)
+        .into_iter()
+        .map(|fault| fault.spec)
+        .collect()
+}
+
 fn random_fault(scenario: &Scenario, rng: &mut Rng, at: Span) -> FaultSpec {
     let pool_index = rng.random_range(0..scenario.pools.len());
     let pool_spec = &scenario.pools[pool_index];

@@ -21,7 +21,7 @@ use drover_engine::core::{EngineConfig, JobId, MachineId, Requirements, Span, Ti
 use drover_engine::reaper::Reaper;
 use drover_engine::store::{MemStore, Refusal, Reply, Request};
 use faults::ActiveFault;
-pub use faults::FaultRecord;
+pub use faults::{planned_faults, FaultRecord};
 use fleet::SimMachine;
 use producer::Producer;
 use redis::SimRedis;

@@ -675,13 +675,23 @@ local LAYOUT = 'DROVER_DATA_LAYOUT'
 -- clock back with them.
 function F.clock()
   local f = redis.call('HMGET', META, 'hot', 'test_clock', 'epoch', 'layout', 'test_fail',
-    'test_namespace')
+    'test_namespace', 'test_skip_fencing')
   if f[5] then
     if f[6] ~= '1' then
       return nil, 'TESTONLY failure injection is armed on a namespace not marked as a test ' ..
         'namespace: refused'
     end
     if not FAIL_FIRED then FAIL_AT = tonumber(f[5]) end
+  end
+  -- The chaos harness's planted bug (tests only): successes skip their fencing token check,
+  -- so the checker must catch a stale outcome winning. Refused outside a test namespace.
+  F.SKIP_FENCING = false
+  if f[7] then
+    if f[6] ~= '1' then
+      return nil, 'TESTONLY skipped fencing is armed on a namespace not marked as a test ' ..
+        'namespace: refused'
+    end
+    F.SKIP_FENCING = f[7] == '1'
   end
   local t = tonumber(f[2])
   local real
