@@ -5,7 +5,7 @@ mod api_support;
 
 use api_support::*;
 use drover_engine::agent::Agent;
-use drover_engine::core::{ModelSet, Time};
+use drover_engine::core::{MachineSpec, ModelSet, Time};
 use drover_engine::executor::{CommandTemplate, Executors};
 use drover_engine::runtime::{AgentDriver, DriverExit, DriverOptions};
 use serde_json::{json, Value};
@@ -116,14 +116,13 @@ fn command_agent(api: &TestApi<drover_engine::runtime::LocalStore>) -> TestAgent
             ],
         ),
     );
-    let agent = Agent::new(
-        config.clone(),
-        machine("c1", 2),
-        ModelSet::EMPTY,
-        3,
-        Time::ZERO,
-    );
     let executors = Executors::from_templates(&kinds);
+    // As `drover agent` does: the machine advertises the kinds its executors run.
+    let spec = MachineSpec {
+        kinds: executors.kinds().map(str::to_owned).collect(),
+        ..machine("c1", 2)
+    };
+    let agent = Agent::new(config.clone(), spec, ModelSet::EMPTY, 3, Time::ZERO);
     let driver = AgentDriver::new(
         api.store.clone(),
         agent,
@@ -179,9 +178,20 @@ async fn command_outcomes_succeed_retry_with_stderr_or_die() {
         "{job}"
     );
 
+    // A kind the agent does not run never reaches it: the job waits for a machine that does.
     let unknown = submit(&api, json!({"kind": "teleport", "max_attempts": 3})).await;
-    let job = wait_job(&api.client, &unknown, LIMIT, state_is("dead")).await;
-    assert_eq!(job["attempt"], 1, "{job}");
+    let ok = submit(&api, json!({"kind": "ok"})).await;
+    wait_job(&api.client, &ok, LIMIT, state_is("succeeded")).await;
+    let (_, job) = api
+        .client
+        .get(&format!("/v1/jobs/{unknown}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&job["state"], &job["attempt"]),
+        (&json!("queued"), &json!(0)),
+        "{job}"
+    );
     agent.task.abort();
 }
 
