@@ -450,9 +450,23 @@ async fn jobs_go_only_where_their_kind_runs_and_show_their_attempts() {
         ..machine("sleeper", 1)
     };
     let agent = start_agent(api.store.clone(), config, spec, LIMIT);
+    let registered = |machines: &Value| machines["machines"][0]["kinds"] == json!(["sleep"]);
+    let until = std::time::Instant::now() + LIMIT;
+    while !registered(&api.client.get("/v1/machines").await.unwrap().1) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the agent never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut render = sleep_job(0.1);
     render["kind"] = json!("render");
     let (_, reply) = api.client.post("/v1/jobs", &render).await.unwrap();
+    assert_eq!(
+        reply["warnings"],
+        json!(["no machine seen in the last 1s runs jobs of kind 'render'"]),
+        "the job is accepted, with the reason it may wait"
+    );
     let render = reply["id"].as_str().unwrap().to_string();
     let (_, reply) = api.client.post("/v1/jobs", &sleep_job(0.1)).await.unwrap();
     let sleep = reply["id"].as_str().unwrap().to_string();

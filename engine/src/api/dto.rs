@@ -210,6 +210,8 @@ pub struct MachineDto {
     pub registered_at_utc: String,
     pub last_seen: u64,
     pub last_seen_utc: String,
+    /// The job kinds it runs; empty: every kind.
+    pub kinds: Vec<String>,
 }
 
 impl From<&MachineView> for MachineDto {
@@ -229,6 +231,7 @@ impl From<&MachineView> for MachineDto {
             registered_at_utc: m.registered_at.rfc3339(),
             last_seen: m.last_seen.0,
             last_seen_utc: m.last_seen.rfc3339(),
+            kinds: m.kinds.clone(),
         }
     }
 }

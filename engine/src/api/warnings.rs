@@ -2,8 +2,9 @@
 //! `unworkable_after` meets. Machines come and go, so the job is accepted all the same; the
 //! reply says why it may wait, and the reaper judges it `unworkable` if none ever comes.
 //!
-//! Judged from the registered machines the store lists (at most `limits.max_list`): GPUs,
-//! GPU memory and GPU model. Disk and labels are not in the listing, so they are not judged.
+//! Judged from the registered machines the store lists (at most `limits.max_list`): kind,
+//! GPUs, GPU memory and GPU model. Disk and labels are not in the listing, so they are not
+//! judged.
 
 use crate::core::{Requirements, Span, Time};
 use crate::store::MachineView;
@@ -20,6 +21,10 @@ pub fn warnings(
     let seen = format!("no machine seen in the last {window}");
     if recent.is_empty() {
         return vec![format!("{seen}: the job waits for one")];
+    }
+    let runs_kind = |m: &&MachineView| m.kinds.is_empty() || m.kinds.contains(&req.kind);
+    if !req.kind.is_empty() && !recent.iter().any(runs_kind) {
+        return vec![format!("{seen} runs jobs of kind '{}'", req.kind)];
     }
     let most_gpus = recent.iter().map(|m| m.gpus).max().unwrap_or(0);
     if req.gpus > most_gpus {
@@ -70,6 +75,7 @@ mod tests {
             idle: true,
             registered_at: Time(0),
             last_seen: Time(last_seen),
+            kinds: Vec::new(),
         }
     }
 
@@ -98,6 +104,16 @@ mod tests {
         assert!(w(req(1, 0, &["A100"]))[0].contains("seen: [\"L4\"]"));
         assert!(w(req(2, 24, &["L4"])).is_empty());
         assert!(w(req(0, 0, &[])).is_empty());
+        let mut picky = fleet.clone();
+        picky[0].kinds = vec!["sleep".into()];
+        let render = Requirements {
+            kind: "render".into(),
+            ..req(1, 0, &[])
+        };
+        assert_eq!(
+            warnings(&render, &picky, now, window),
+            ["no machine seen in the last 10m runs jobs of kind 'render'"]
+        );
         assert_eq!(
             warnings(&req(0, 0, &[]), &[old], now, window),
             ["no machine seen in the last 10m: the job waits for one"]

@@ -867,7 +867,8 @@ pub fn cases() -> Vec<Case> {
                 Ok(Reply::Reaped(report)) if report.unworkable == 1 => Ok(()),
                 other => Err(format!("expected the train job unworkable: {other:?}")),
             })
-            .get(1),
+            .get(1)
+            .step(|_| Request::ListMachines { limit: 10 }),
         Case::new("finished jobs and their idempotency keys are purged after retention")
             .register("a", 1, 24)
             .submit(job_with(1, 8, |s| s.idempotency_key = Some("k".into())))

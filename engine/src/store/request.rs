@@ -158,6 +158,8 @@ pub struct MachineView {
     pub idle: bool,
     pub registered_at: Time,
     pub last_seen: Time,
+    /// The job kinds it runs; empty: every kind.
+    pub kinds: Vec<String>,
 }
 
 /// Counts of jobs by live state, kept exact on every transition.

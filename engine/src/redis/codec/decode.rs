@@ -204,6 +204,7 @@ fn machine_view(value: &Value) -> Result<MachineView, StoreError> {
         idle: f.u64()? != 0,
         registered_at: Time(f.u64()?),
         last_seen: Time(f.u64()?),
+        kinds: serde_json::from_str(&f.str()?).map_err(|e| bad(format!("machine kinds: {e}")))?,
     })
 }
 

@@ -28,9 +28,12 @@ end
 
 function F.machine_view(id)
   local f = redis.call('HMGET', F.mkey(id), 'name', 'pool', 'state', 'gpus', 'gpu_model',
-    'mem', 'cost', 'leases', 'wait_seq', 'registered_at', 'last_seen')
+    'mem', 'cost', 'leases', 'wait_seq', 'registered_at', 'last_seen', 'profile')
   local leases = #F.decode_list(f[8]) / 2
-  return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], leases, f[9] and 1 or 0, f[10], f[11]}
+  -- Its kinds are its profile's (JSON as Rust wrote it; none before kinds were matched).
+  local kinds = redis.call('HGET', F.pkey(tonumber(f[12])), 'kinds') or '[]'
+  return {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], leases, f[9] and 1 or 0, f[10], f[11],
+    kinds}
 end
 
 function F.list_machines(r)

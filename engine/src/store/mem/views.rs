@@ -85,6 +85,7 @@ impl MemStore {
                     idle: m.waiting.is_some(),
                     registered_at: m.registered_at,
                     last_seen: m.last_seen,
+                    kinds: m.spec.kinds.clone(),
                 }
             })
             .collect();
