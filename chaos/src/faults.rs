@@ -191,15 +191,7 @@ impl Stage {
             .collect();
         let up = candidates.len() as u32;
         candidates.shuffle(&mut *lock(&self.targets));
-        let n = match kind {
-            FaultKind::Kill {
-                count: Some(count), ..
-            } => *count as usize,
-            FaultKind::Kill { fraction, .. }
-            | FaultKind::Partition { fraction, .. }
-            | FaultKind::Latency { fraction, .. } => (fraction * up as f64).round() as usize,
-            _ => 0,
-        };
+        let n = kind.machines_hit(candidates.len());
         candidates.truncate(n.min(candidates.len()));
         (candidates, up)
     }

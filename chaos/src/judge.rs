@@ -289,21 +289,12 @@ pub fn liveness_bound(config: &drover_engine::core::EngineConfig, longest_servic
 mod tests {
     use super::*;
     use drover_engine::core::Token;
-    use drover_engine::store::journal::EntryId;
-
-    fn entry(ms: u64, events: Vec<JournalEvent>) -> JournalEntry {
-        JournalEntry {
-            id: EntryId { ms, seq: 0 },
-            at: Time(ms * 1000),
-            events,
-        }
-    }
 
     #[test]
     fn redistribution_runs_from_the_kill_to_the_next_lease() {
         let (m1, m2, job) = (MachineId(1), MachineId(2), JobId(7));
         let entries = vec![
-            entry(
+            JournalEntry::at_ms(
                 1000,
                 vec![JournalEvent::Registered {
                     machine: m1,
@@ -311,7 +302,7 @@ mod tests {
                     pool: "a".into(),
                 }],
             ),
-            entry(
+            JournalEntry::at_ms(
                 1100,
                 vec![JournalEvent::Leased {
                     job,
@@ -320,7 +311,7 @@ mod tests {
                     attempt: 1,
                 }],
             ),
-            entry(
+            JournalEntry::at_ms(
                 9000,
                 vec![
                     JournalEvent::Revoked {
@@ -331,7 +322,7 @@ mod tests {
                     JournalEvent::Requeued { job, until: None },
                 ],
             ),
-            entry(
+            JournalEntry::at_ms(
                 9500,
                 vec![JournalEvent::Leased {
                     job,

@@ -102,15 +102,6 @@ pub fn measure(
 mod tests {
     use super::*;
     use drover_engine::core::Token;
-    use drover_engine::store::journal::EntryId;
-
-    fn entry(ms: u64, events: Vec<JournalEvent>) -> JournalEntry {
-        JournalEntry {
-            id: EntryId { ms, seq: 0 },
-            at: Time(ms * 1000),
-            events,
-        }
-    }
 
     #[test]
     fn measures_dispatch_outcome_and_next_lease() {
@@ -129,7 +120,7 @@ mod tests {
             attempt: 1,
         };
         let entries = vec![
-            entry(
+            JournalEntry::at_ms(
                 1000,
                 vec![JournalEvent::Registered {
                     machine: m,
@@ -137,18 +128,18 @@ mod tests {
                     pool: "p".into(),
                 }],
             ),
-            entry(2000, vec![submitted(j1)]),
-            entry(2004, vec![leased(j1, 1)]),
+            JournalEntry::at_ms(2000, vec![submitted(j1)]),
+            JournalEntry::at_ms(2004, vec![leased(j1, 1)]),
             // j2 queues behind j1 on the one GPU.
-            entry(2500, vec![submitted(j2)]),
-            entry(
+            JournalEntry::at_ms(2500, vec![submitted(j2)]),
+            JournalEntry::at_ms(
                 3020,
                 vec![JournalEvent::Succeeded {
                     job: j1,
                     token: Token(1),
                 }],
             ),
-            entry(3023, vec![leased(j2, 2)]),
+            JournalEntry::at_ms(3023, vec![leased(j2, 2)]),
         ];
         let o = measure(&entries, |_| 1, |job| (job == j1).then_some(1.0));
         assert_eq!(

@@ -13,7 +13,7 @@ use crate::core::model::JobError;
 use crate::core::{JobId, MachineId, Time, Token};
 use crate::store::journal::{JournalEntry, JournalEvent};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// One attempt as the API shows it. Times are µs since the epoch, with RFC 3339 beside them.
@@ -45,7 +45,7 @@ pub struct AttemptView {
 #[derive(Debug)]
 pub struct Attempts {
     jobs: BTreeMap<JobId, Vec<AttemptView>>,
-    machine_names: HashMap<MachineId, String>,
+    machine_names: BTreeMap<MachineId, String>,
     max_jobs: usize,
 }
 
@@ -55,7 +55,7 @@ impl Attempts {
     pub fn new(max_jobs: usize) -> Attempts {
         Attempts {
             jobs: BTreeMap::new(),
-            machine_names: HashMap::new(),
+            machine_names: BTreeMap::new(),
             max_jobs: max_jobs.max(1),
         }
     }
@@ -118,13 +118,11 @@ impl Attempts {
     }
 
     fn named(&mut self, machine: MachineId, name: &str) {
-        if self.machine_names.len() >= self.max_jobs && !self.machine_names.contains_key(&machine) {
-            // Ids grow with time: forgetting the smallest forgets the oldest machine.
-            if let Some(&oldest) = self.machine_names.keys().min() {
-                self.machine_names.remove(&oldest);
-            }
-        }
         self.machine_names.insert(machine, name.to_owned());
+        if self.machine_names.len() > self.max_jobs {
+            // Ids grow with time: forgetting the smallest forgets the oldest machine.
+            self.machine_names.pop_first();
+        }
     }
 
     fn started(&mut self, job: JobId, machine: MachineId, token: Token, attempt: u32, at: Time) {
@@ -174,15 +172,7 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::journal::{EntryId, RevokeReason};
-
-    fn entry(ms: u64, events: Vec<JournalEvent>) -> JournalEntry {
-        JournalEntry {
-            id: EntryId { ms, seq: 0 },
-            at: Time(ms * 1000),
-            events,
-        }
-    }
+    use crate::store::journal::RevokeReason;
 
     fn leased(job: u64, machine: u64, token: u64, attempt: u32) -> JournalEvent {
         JournalEvent::Leased {
@@ -201,14 +191,14 @@ mod tests {
             name: "spot-7".into(),
             pool: "spot".into(),
         };
-        attempts.observe(&entry(1, vec![register]));
-        attempts.observe(&entry(2, vec![leased(1, 7, 1, 1)]));
+        attempts.observe(&JournalEntry::at_ms(1, vec![register]));
+        attempts.observe(&JournalEntry::at_ms(2, vec![leased(1, 7, 1, 1)]));
         let revoked = JournalEvent::Revoked {
             job: JobId(1),
             token: Token(1),
             reason: RevokeReason::Lost,
         };
-        attempts.observe(&entry(
+        attempts.observe(&JournalEntry::at_ms(
             5,
             vec![
                 JournalEvent::Lost {
@@ -217,13 +207,13 @@ mod tests {
                 revoked,
             ],
         ));
-        attempts.observe(&entry(6, vec![leased(1, 8, 2, 2)]));
+        attempts.observe(&JournalEntry::at_ms(6, vec![leased(1, 8, 2, 2)]));
         let failed = JournalEvent::Failed {
             job: JobId(1),
             token: Token(2),
             class: "oom".into(),
         };
-        attempts.observe(&entry(9, vec![failed]));
+        attempts.observe(&JournalEntry::at_ms(9, vec![failed]));
         let seen = attempts.of(JobId(1), None);
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].machine_name.as_deref(), Some("spot-7"));
@@ -248,7 +238,7 @@ mod tests {
     fn bounded_to_the_newest_jobs() {
         let mut attempts = Attempts::new(2);
         for job in 1..=3 {
-            attempts.observe(&entry(job, vec![leased(job, 1, job, 1)]));
+            attempts.observe(&JournalEntry::at_ms(job, vec![leased(job, 1, job, 1)]));
         }
         assert!(attempts.of(JobId(1), None).is_empty());
         assert_eq!(attempts.of(JobId(3), None).len(), 1);

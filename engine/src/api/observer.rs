@@ -152,14 +152,6 @@ mod tests {
     use crate::core::{MachineId, Requirements, Token};
     use crate::store::journal::RevokeReason;
 
-    fn entry(ms: u64, events: Vec<JournalEvent>) -> JournalEntry {
-        JournalEntry {
-            id: EntryId { ms, seq: 0 },
-            at: Time(ms * 1000),
-            events,
-        }
-    }
-
     fn submitted(job: u64, class: u32) -> JournalEvent {
         JournalEvent::Submitted {
             job: JobId(job),
@@ -181,8 +173,11 @@ mod tests {
     #[test]
     fn wait_is_to_the_first_start_and_run_is_the_last_attempt() {
         let mut o = Observed::new(10);
-        o.observe(&entry(1_000, vec![submitted(1, 7), submitted(2, 8)]));
-        o.observe(&entry(3_000, vec![leased(1, 1)]));
+        o.observe(&JournalEntry::at_ms(
+            1_000,
+            vec![submitted(1, 7), submitted(2, 8)],
+        ));
+        o.observe(&JournalEntry::at_ms(3_000, vec![leased(1, 1)]));
         // The first attempt's machine is lost; the retry starts 5 s later and runs 4 s.
         let revoked = JournalEvent::Revoked {
             job: JobId(1),
@@ -193,15 +188,15 @@ mod tests {
             job: JobId(1),
             until: None,
         };
-        o.observe(&entry(4_000, vec![revoked, requeued]));
-        o.observe(&entry(9_000, vec![leased(1, 2)]));
+        o.observe(&JournalEntry::at_ms(4_000, vec![revoked, requeued]));
+        o.observe(&JournalEntry::at_ms(9_000, vec![leased(1, 2)]));
         let done = JournalEvent::Succeeded {
             job: JobId(1),
             token: Token(2),
         };
-        o.observe(&entry(13_000, vec![done]));
+        o.observe(&JournalEntry::at_ms(13_000, vec![done]));
         // Job 2 is cancelled while queued: a wait never observed, no run.
-        o.observe(&entry(
+        o.observe(&JournalEntry::at_ms(
             14_000,
             vec![JournalEvent::Cancelled { job: JobId(2) }],
         ));
@@ -217,9 +212,9 @@ mod tests {
     #[test]
     fn jobs_submitted_before_the_journal_read_are_not_observed_and_open_is_bounded() {
         let mut o = Observed::new(2);
-        o.observe(&entry(1, vec![leased(5, 1)]));
+        o.observe(&JournalEntry::at_ms(1, vec![leased(5, 1)]));
         assert!(o.wait.is_empty());
-        o.observe(&entry(
+        o.observe(&JournalEntry::at_ms(
             2,
             vec![submitted(1, 0), submitted(2, 0), submitted(3, 0)],
         ));

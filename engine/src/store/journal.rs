@@ -259,6 +259,18 @@ pub struct JournalEntry {
     pub events: Vec<JournalEvent>,
 }
 
+impl JournalEntry {
+    /// The first entry of store millisecond `ms`: what a reader of the journal sees, made by
+    /// hand (the readers' tests build their journals with it).
+    pub fn at_ms(ms: u64, events: Vec<JournalEvent>) -> JournalEntry {
+        JournalEntry {
+            id: EntryId { ms, seq: 0 },
+            at: Time(ms * 1000),
+            events,
+        }
+    }
+}
+
 #[cfg(feature = "production")]
 impl JournalEntry {
     /// The entry's events as export lines (schema `SCHEMA`): one JSON object per event, its

@@ -379,6 +379,23 @@ impl FaultKind {
         }
     }
 
+    /// How many of `up` candidate machines the fault hits: its `count`, or its `fraction` of
+    /// them rounded; none for a Redis restart. The simulator and the chaos harness both pick
+    /// this many.
+    pub fn machines_hit(&self, up: usize) -> usize {
+        match self {
+            FaultKind::Kill {
+                count: Some(count), ..
+            } => *count as usize,
+            FaultKind::Kill { fraction, .. }
+            | FaultKind::Partition { fraction, .. }
+            | FaultKind::DiskFull { fraction, .. }
+            | FaultKind::GpuOom { fraction, .. }
+            | FaultKind::Latency { fraction, .. } => (fraction * up as f64).round() as usize,
+            FaultKind::RedisRestart { .. } => 0,
+        }
+    }
+
     /// The pool the fault targets; `None` for every pool (and for Redis restarts).
     pub fn pool(&self) -> Option<&str> {
         match self {

@@ -256,19 +256,7 @@ impl World {
             .collect();
         let up = candidates.len() as u32;
         candidates.shuffle(&mut self.streams.faults);
-        let n = match kind {
-            FaultKind::Kill {
-                count: Some(count), ..
-            } => *count as usize,
-            FaultKind::Kill { fraction, .. }
-            | FaultKind::Partition { fraction, .. }
-            | FaultKind::DiskFull { fraction, .. }
-            | FaultKind::GpuOom { fraction, .. }
-            | FaultKind::Latency { fraction, .. } => {
-                (fraction * candidates.len() as f64).round() as usize
-            }
-            FaultKind::RedisRestart { .. } => 0,
-        };
+        let n = kind.machines_hit(candidates.len());
         candidates.truncate(n.min(candidates.len()));
         candidates.sort_unstable();
         (candidates, up)
